@@ -22,12 +22,14 @@ def _openvdb_ext():
         print('medvox_nb: OpenVDB headers not found; building without medvox_nb._openvdb '
               '(apt-get install libopenvdb-dev libboost-dev libtbb-dev)', file=sys.stderr)
         return []
+    srcs = sorted(str(p) for p in Path('csrc').glob('openvdb_*.cpp'))
+    if not srcs: return []
     try: import pybind11
     except ImportError:
         print('medvox_nb: pybind11 missing; building without medvox_nb._openvdb', file=sys.stderr)
         return []
     return [setuptools.Extension(
-        'medvox_nb._openvdb', sources=sorted(str(p) for p in Path('csrc').glob('openvdb_*.cpp')),
+        'medvox_nb._openvdb', sources=srcs,
         include_dirs=[pybind11.get_include(), inc, '/usr/include/Imath', '/usr/include/OpenEXR'],
         libraries=['openvdb', 'tbb'], language='c++',
         extra_compile_args=['-std=c++17', '-O2', '-fvisibility=hidden'], optional=True)]
