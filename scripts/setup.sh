@@ -35,7 +35,9 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
 
+kernel_ok() { grep -qs "$PWD/$VENV/bin/python" "$HOME/.local/share/jupyter/kernels/medvox_nb/kernel.json"; }
 if [ -f .setup-stamp ] && [ "$(cat .setup-stamp)" = "$(stamp_now)" ] && "$VENV/bin/python" -c "import medvox_nb, torch" 2>/dev/null; then
+  kernel_ok || "$VENV/bin/python" -m ipykernel install --user --name medvox_nb --display-name "Python (medvox_nb)" >/dev/null
   echo "setup: up to date ($VENV)"; exit 0
 fi
 
@@ -44,6 +46,8 @@ fi
 # 4. build tools, then the package (editable, dev extras, native modules from csrc/)
 $PIP install "setuptools>=68" wheel "pybind11>=2.10"
 $PIP install --no-build-isolation -e ".[dev]"
+# nbdev 2.4.14 breaks with fastcore 2.x; fastcore 1.12.3 is the lowest its metadata accepts and works
+$PIP uninstall -y fastspec fasttransport >/dev/null 2>&1 || true
 # 5. Jupyter kernel
 "$VENV/bin/python" -m ipykernel install --user --name medvox_nb --display-name "Python (medvox_nb)" >/dev/null
 stamp_now > .setup-stamp

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's `make test`): package == notebooks, nbdev_test (inline notebook
+# tests), the documentation site build, then pytest (CLI, integration, reliability, docs in Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export MEDVOX_PROGRESS=0 MEDVOX_STATIC=1 MPLBACKEND=Agg PYTHONHASHSEED=0 PYTHONWARNINGS=ignore::DeprecationWarning
+t0=$SECONDS
+step() { echo; echo "== $* ($((SECONDS - t0)) s)"; }
+
+step "nbdev_export: medvox_nb/ must be what the notebooks say"
+$BIN/nbdev_export
+if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain -- medvox_nb)" ]; then
+  git status --porcelain -- medvox_nb
+  echo "medvox_nb/ differs from nbs/: edit the notebook, run nbdev_export and commit both"; exit 1
+fi
+
+step "nbdev_test (inline tests of every notebook)"
+$BIN/nbdev_test --n_workers 2 --timing
+
+step "docs site (Sphinx + myst-nb, notebooks executed)"
+$BIN/python scripts/build_docs.py --out docs/_build/html
+export MEDVOX_DOCS_DIR=$PWD/docs/_build/html
+
+step "pytest"
+$BIN/python -m pytest tests -q -ra -p no:cacheprovider
+echo "all tests done in $((SECONDS - t0)) s"
