@@ -13,7 +13,7 @@ TORCH=${MEDVOX_TORCH:-torch==2.13.0}
 VENV=.venv
 APT_PKGS="libopenvdb-dev libopenvdb-tools libboost-dev libtbb-dev chromium"
 
-stamp_now() { cat settings.ini setup.py scripts/setup.sh csrc/*.cpp 2>/dev/null | sha256sum | cut -c1-16; echo "$TORCH"; }
+stamp_now() { { cat settings.ini setup.py scripts/setup.sh; cat csrc/*.cpp csrc/*.h 2>/dev/null || true; echo "$TORCH"; } | sha256sum | cut -c1-16; }
 
 # 1. system packages (OpenVDB headers + vdb_print for the native module, chromium for the docs test)
 missing=""
