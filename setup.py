@@ -28,11 +28,18 @@ def _openvdb_ext():
     except ImportError:
         print('medvox_nb: pybind11 missing; building without medvox_nb._openvdb', file=sys.stderr)
         return []
+    # Export only PyInit__openvdb. OpenVDB's headers give template instantiations default
+    # visibility; if the module exported them, libopenvdb would bind its own calls (e.g. the
+    # std::call_once in Tree::treeType) to the module's copies and crash in openvdb::initialize().
+    vmap = Path('build')/'medvox_openvdb.map'
+    vmap.parent.mkdir(exist_ok=True)
+    vmap.write_text('{ global: PyInit__openvdb; local: *; };\n')
     return [setuptools.Extension(
         'medvox_nb._openvdb', sources=srcs,
         include_dirs=[pybind11.get_include(), inc, '/usr/include/Imath', '/usr/include/OpenEXR'],
         libraries=['openvdb', 'tbb'], language='c++',
-        extra_compile_args=['-std=c++17', '-O2', '-fvisibility=hidden'], optional=True)]
+        extra_compile_args=['-std=c++17', '-O2', '-fvisibility=hidden'],
+        extra_link_args=[f'-Wl,--version-script={vmap.resolve()}'], optional=True)]
 
 class BuildExt(build_ext):
     "Native modules never fail the install: a failed optional module is reported by `medvox doctor`."
