@@ -1,49 +1,70 @@
-"""Prerendered loading vs on-the-fly voxelization, and bytes per sample on disk.
+"""Prerendered loading vs on-the-fly voxelization (per batch), and bytes per sample on disk.
 
-python benchmarks/bench_prerender.py [--voxel-size 128] [--repeats 5] [--batch 8]
-Input: the real SMLM clouds (../shared/data/smlm) plus the embedded samples derived from them
-(data_samples/smlm/smlm_samples.h5), gaussian sigma 1, volume 28000 x 28000 x 1600 nm.
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_prerender.py [--sizes 64 128] [--repeats 5] [--batch 8]
+
+Clouds: the real SMLM clouds (../shared/data/smlm, when present) and the embedded samples derived from
+them (data_samples/smlm/smlm_samples.h5, 2.5k-11k points), plus, as the seed's production case, 8
+synthetic clustered clouds of 1e5 points. Gaussian, sigma 1 voxel, volume 28000 x 28000 x 1600 nm,
+threshold 0.001, precision 10. A batch is `--batch` samples read one by one through the dataset (as a
+DataLoader with batch_size does), stacked into one tensor.
 """
-import argparse, shutil, statistics, tempfile, time
+import argparse, shutil, statistics, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_voxelize import seed_voxelize
 from medvox_nb.core import sample_path
 from medvox_nb.pointcloud import open_pointclouds, write_ragged_h5, clean_points
+from medvox_nb.voxelize import synthetic_cloud
 from medvox_nb.prerender import DataConfig, PrerenderConfig, prerender, read_metadata
 from medvox_nb.dataset import PrerenderedVoxelDataset, PointCloudVoxelDataset
 
-def timeit(f, repeats):
+def median_time(f, repeats):
     ts = []
     for _ in range(repeats):
         t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
+def run(clouds, label, size, batch, repeats, tmp):
+    src = tmp/f'{label}.h5'; write_ragged_h5(src, clouds)
+    data = DataConfig(input_h5=str(src), voxel_size=size, voxelization_method='gaussian', sigma=1.0)
+    n = min(batch, len(clouds))
+    load = lambda ds: (lambda: torch.stack([ds[i][0] for i in range(n)]))
+    fly = PointCloudVoxelDataset(data)
+    t_fly = median_time(load(fly), repeats)
+    t_seed = median_time(lambda: torch.stack([torch.from_numpy(seed_voxelize(clouds[i], size, 1.0)) for i in range(n)]), max(1, repeats // 2))
+    rows = []
+    for comp in ('gzip', 'zstd', 'blosc'):
+        prerender(data, PrerenderConfig(compression=comp), tmp/f'{label}_{size}_{comp}')
+        meta = read_metadata(tmp/f'{label}_{size}_{comp}')
+        ds = PrerenderedVoxelDataset(tmp/f'{label}_{size}_{comp}'); load(ds)()   # handles opened once, as in training
+        rows.append((comp, median_time(load(ds), repeats), meta['bytes_per_sample'], meta['sparsity']['mean_nonzero_fraction']))
+    cached = PrerenderedVoxelDataset(tmp/f'{label}_{size}_gzip', cache=True); load(cached)()
+    t_cache = median_time(load(cached), repeats)
+    t_floor = median_time(lambda: torch.stack([torch.zeros((1, size, size, size)) for _ in range(n)]), repeats)
+    for comp, t, b, nz in rows:
+        print(f'| {label} | {size}^3 | {comp} | {b/1e6:.3f} | {nz:.4f} | {t_seed:.3f} | {t_fly:.3f} | {t:.4f} | {t_seed/t:.0f}x | {t_fly/t:.1f}x |')
+    print(f'| {label} | {size}^3 | gzip, cache=True (2nd epoch) | | | {t_seed:.3f} | {t_fly:.3f} | {t_cache:.4f} | {t_seed/t_cache:.0f}x | {t_fly/t_cache:.1f}x |')
+    print(f'| {label} | {size}^3 | floor: allocate + stack {n} zero tensors | | | | | {t_floor:.4f} | | |')
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--voxel-size', type=int, default=128)
+    ap.add_argument('--sizes', type=int, nargs='+', default=[64, 128])
     ap.add_argument('--repeats', type=int, default=5)
     ap.add_argument('--batch', type=int, default=8)
     a = ap.parse_args()
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp())
-    clouds = [clean_points(c)[0] for c in (open_pointclouds(sample_path('smlm', 'smlm_samples.h5')))]
+    real = [clean_points(c)[0] for c in open_pointclouds(sample_path('smlm', 'smlm_samples.h5'))]
     shared = Path(__file__).resolve().parents[2]/'shared'/'data'/'smlm'
-    if shared.exists(): clouds += [clean_points(c)[0] for c in open_pointclouds(shared)]
-    src = tmp/'clouds.h5'; write_ragged_h5(src, clouds)
-    data = DataConfig(input_h5=str(src), voxel_size=a.voxel_size, voxelization_method='gaussian', sigma=1.0)
-    t = time.perf_counter(); prerender(data, PrerenderConfig(), tmp/'store'); t_pre = time.perf_counter() - t
-    meta = read_metadata(tmp/'store')
-    pre, fly = PrerenderedVoxelDataset(tmp/'store'), PointCloudVoxelDataset(data)
-    n = min(a.batch, len(pre))
-    def load(ds): return lambda: torch.stack([ds[i][0] for i in range(n)])
-    load(pre)()  # open handles once (a training loop keeps them open)
-    t_pre_b, t_fly_b = timeit(load(pre), a.repeats), timeit(load(fly), a.repeats)
-    pts = [len(c) for c in clouds]
-    print(f'samples: {len(clouds)} real SMLM clouds ({min(pts)}-{max(pts)} points), grid {a.voxel_size}^3 gaussian sigma 1')
-    print(f'prerender of all samples: {t_pre:.2f} s; store {meta["bytes_total"]/1e6:.2f} MB')
-    print(f'| grid | batch | on-the-fly (s/batch) | prerendered (s/batch) | speed-up | MB/sample on disk (gzip, threshold 0.001, precision 10) | mean non-zero fraction |')
-    print(f'|---|---|---|---|---|---|---|')
-    print(f'| {a.voxel_size}^3 | {n} | {t_fly_b:.3f} | {t_pre_b:.4f} | {t_fly_b / t_pre_b:.0f}x | {meta["bytes_per_sample"]/1e6:.3f} | {meta["sparsity"]["mean_nonzero_fraction"]:.4f} |')
+    if shared.exists(): real += [clean_points(c)[0] for c in open_pointclouds(shared)]
+    big = [synthetic_cloud(100_000, seed=i) for i in range(a.batch)]
+    print(f'batch of {a.batch} samples; times in s per batch (median of {a.repeats}); real clouds: {len(real)} ({min(map(len, real))}-{max(map(len, real))} points)')
+    print('| clouds | grid | compression | MB/sample | non-zero fraction | seed on-the-fly | ours on-the-fly | prerendered | vs seed | vs ours |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    for size in a.sizes:
+        run(real, 'real SMLM', size, a.batch, a.repeats, tmp)
+        run(big, 'synthetic 1e5 pts', size, a.batch, a.repeats, tmp)
     shutil.rmtree(tmp)
 
 if __name__ == '__main__': main()
