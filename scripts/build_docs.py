@@ -131,8 +131,8 @@ def _write_if_changed(path: Path, text: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text() != text: path.write_text(text)
 
-def stage(nbs: Path, src_dir: Path, execute: bool) -> list[str]:
-    "Stage notebooks from `nbs` and generated pages into `src_dir`; returns the notebook page names."
+def stage(nbs: Path, src_dir: Path, execute: bool) -> tuple[list[str], list[str]]:
+    "Stage notebooks from `nbs` and generated pages into `src_dir`; returns the notebook and the API page names."
     notebooks = sorted(p for p in nbs.glob('*.ipynb') if not p.name.startswith(('.', '_')))
     names = [p.stem for p in notebooks if p.stem != 'index']
     pkg_hash = package_digest()
@@ -149,10 +149,11 @@ def stage(nbs: Path, src_dir: Path, execute: bool) -> list[str]:
         title, desc = _settings('title', PKG), _settings('description', '')
         _write_if_changed(src_dir/'index.md', f'# {title}\n\n{desc}\n\n{toctrees(names, hidden=False)}')
         wanted.add('index.md')
-    wanted |= {f'api/{n}' for n in write_api_pages(src_dir/'api', nbs)}
+    api = write_api_pages(src_dir/'api', nbs)
+    wanted |= {f'api/{n}' for n in api}
     for f in list(src_dir.rglob('*')):      # pages whose notebook/module is gone
         if f.is_file() and str(f.relative_to(src_dir)) not in wanted: f.unlink()
-    return names
+    return names, ['api/' + n[:-3] for n in sorted(api, key=lambda n: n != 'index.md')]
 
 def _settings(key: str, default: str = '') -> str:
     import configparser
@@ -268,9 +269,11 @@ def _explain_failure(log: str, src_dir: Path, nbs: Path):
     print(f'build_docs: notebook {nbs/name} failed to execute', file=sys.stderr)
     if cell:
         body = '\n'.join(l[4:] if l.startswith('    ') else l for l in cell[1].splitlines())
-        body = '\n'.join(body.splitlines()[:80])
+        ls = body.splitlines()
+        body = '\n'.join(ls if len(ls) <= 80 else ls[:40] + ['   [...]'] + ls[-30:])
         print(body, file=sys.stderr)
-    print(f'build_docs: reproduce with: .venv/bin/nbdev_test --path {nbs/name}', file=sys.stderr)
+    print(f'build_docs: reproduce with: .venv/bin/nbdev_test --path {nbs/name} --flags "{_settings("tst_flags", "notest")}"'
+          ' (the docs run every cell, also those marked notest)', file=sys.stderr)
 
 def build(out: Path = DOCS/'_build'/'html', nbs: Path = ROOT/'nbs', execute: bool = True, force: bool = False,
           jobs: str = 'auto', quiet: bool = False) -> int:
@@ -279,7 +282,7 @@ def build(out: Path = DOCS/'_build'/'html', nbs: Path = ROOT/'nbs', execute: boo
     files = input_files(nbs)
     work = DOCS/'_build'
     src_dir = work/'src'
-    names = stage(nbs, src_dir, execute)
+    names, api = stage(nbs, src_dir, execute)
     env = dict(os.environ, MEDVOX_STATIC='1', MEDVOX_PROGRESS='0', PYDEVD_DISABLE_FILE_VALIDATION='1',
                MEDVOX_DOCS_EXECUTE=('force' if force else 'cache') if execute else 'off',
                PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
@@ -293,7 +296,7 @@ def build(out: Path = DOCS/'_build'/'html', nbs: Path = ROOT/'nbs', execute: boo
     secs = round(time.time() - t0, 1)
     if rc == 0:
         info = {'digest': digest(files), 'executed': execute, 'pages': ['index'] + names,
-                'api': ['api/index'] + [f'api/{m.split(".", 1)[1]}' for m in public_modules()],
+                'api': api,
                 'seconds': secs, 'built': time.strftime('%Y-%m-%dT%H:%M:%S'), 'nbs': str(nbs)}
         (out/'.medvox_build.json').write_text(json.dumps(info, indent=1))
         print(f'build_docs: site in {out} ({len(names) + 1} notebook pages, {secs:.0f} s); open {out/"index.html"}')
