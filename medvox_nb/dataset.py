@@ -54,6 +54,9 @@ class PrerenderedVoxelDataset(torch.utils.data.Dataset):
         "Voxel index -> nm affine of sample `i`."
         name, r = self._rows[i]
         return self._file(name)['affines'][r]
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        "`(volume (X, Y, Z), voxel -> nm affine, source index)` of sample `i`."
+        return self.read(i), self.affine(i), self.indices[i]
     def __getitem__(self, i):
         if not -len(self) <= i < len(self): raise IndexError(i)
         i = i % len(self)
@@ -77,14 +80,18 @@ class PointCloudVoxelDataset(torch.utils.data.Dataset):
         self.grid_shape = tuple(self.voxelizer.params()['voxel_size'])
     def __len__(self): return len(self.indices)
     def voxelize(self, i: int):
+        "The `VoxelBatch` of sample `i` (one cloud); errors name the file and sample."
         from medvox_nb.pointcloud import clean_points
-        pts, _ = clean_points(self.clouds[self.indices[i]], name=self.clouds.names[self.indices[i]])
+        j, name = self.indices[i], self.clouds.names[self.indices[i]]
+        pts, _ = clean_points(self.clouds[j], name=name)
         try: return self.voxelizer([pts])
-        except MedvoxError as e:
-            e.path, e.sample = self.clouds.names[self.indices[i]], self.indices[i]
-            raise type(e)(e.problem, path=e.path, sample=e.sample, hint=e.hint) from None
-    def read(self, i: int) -> np.ndarray: return self.voxelize(i).voxels[0].numpy()
-    def affine(self, i: int) -> np.ndarray: return self.voxelize(i).affines[0]
+        except MedvoxError as e: raise type(e)(e.problem, path=name, sample=j, hint=e.hint) from None
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        "`(volume (X, Y, Z), voxel -> nm affine, source index)` of sample `i`, voxelized once."
+        vb = self.voxelize(i)
+        return vb.voxels[0].numpy(), vb.affines[0], self.indices[i]
+    def read(self, i: int) -> np.ndarray: return self.sample(i)[0]
+    def affine(self, i: int) -> np.ndarray: return self.sample(i)[1]
     def __getitem__(self, i):
         if not -len(self) <= i < len(self): raise IndexError(i)
         i = i % len(self)
@@ -120,15 +127,15 @@ def split_indices(n: int, val_fraction: float=0.1, seed: int=0) -> tuple[list[in
     return sorted(order[nv:].tolist()), sorted(order[:nv].tolist())
 
 def to_nifti(ds, out_dir, val_fraction: float=0.1, seed: int=0, prefix: str='sample') -> dict:
-    "Write every sample of dataset `ds` as `out_dir/{train,val}/{prefix}_{index:05d}.nii.gz` (atomic)."
+    "Write every sample of dataset `ds` (anything with `sample(i)` and `len`) as `out_dir/{train,val}/{prefix}_{index:05d}.nii.gz` (atomic)."
     import nibabel as nib
     out_dir = Path(out_dir)
     tr, va = split_indices(len(ds), val_fraction, seed)
     split = {k: 'train' for k in tr} | {k: 'val' for k in va}
     rows = []
     for k in progress(range(len(ds)), desc='to-nifti'):
-        x, idx = ds[k]
-        img = nib.Nifti1Image(x[0].numpy().astype(np.float32), nifti_affine(ds.affine(k)))
+        vol, aff, idx = ds.sample(k)
+        img = nib.Nifti1Image(np.asarray(vol, np.float32), nifti_affine(aff))
         img.header.set_xyzt_units('mm')
         p = out_dir/split[k]/f'{prefix}_{idx:05d}.nii.gz'
         with atomic_path(p, suffix='.nii.gz') as t: nib.save(img, t)

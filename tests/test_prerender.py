@@ -144,3 +144,15 @@ def test_to_nifti_cli(samples, tmp_path):
     with h5py.File(tmp_path/'pre'/'voxels_batch_0000.h5') as f: aff = f['affines'][0]
     assert img.shape == (32, 32, 32) and np.allclose(np.diag(img.affine)[:3], np.diag(aff)[:3] / 1e6)
     assert img.header.get_xyzt_units()[0] == 'mm'
+
+def test_to_nifti_on_the_fly_matches_the_store(samples, tmp_path):
+    import nibabel as nib
+    src = samples/'smlm'/'smlm_samples.h5'
+    run_medvox('prerender', '--input-h5', src, '--output-dir', tmp_path/'pre', '--voxel-size', '24', '--threshold', '0', check=0)
+    run_medvox('to-nifti', '--prerendered-dir', tmp_path/'pre', '-o', tmp_path/'a', '--set', 'data.voxel_size=24', check=0)
+    run_medvox('to-nifti', '--input-h5', src, '-o', tmp_path/'b', '--set', 'data.voxel_size=24', check=0)
+    fa, fb = sorted((tmp_path/'a').rglob('*.nii.gz')), sorted((tmp_path/'b').rglob('*.nii.gz'))
+    assert [f.relative_to(tmp_path/'a') for f in fa] == [f.relative_to(tmp_path/'b') for f in fb] and len(fa) == 10
+    for x, y in zip(fa, fb):
+        a, b = nib.load(x), nib.load(y)
+        assert np.allclose(a.affine, b.affine) and np.allclose(a.get_fdata(), b.get_fdata(), atol=1e-5 * b.get_fdata().max())
