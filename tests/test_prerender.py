@@ -156,3 +156,10 @@ def test_to_nifti_on_the_fly_matches_the_store(samples, tmp_path):
     for x, y in zip(fa, fb):
         a, b = nib.load(x), nib.load(y)
         assert np.allclose(a.affine, b.affine) and np.allclose(a.get_fdata(), b.get_fdata(), atol=1e-5 * b.get_fdata().max())
+
+def test_num_workers_give_the_same_store(samples, tmp_path):
+    args = ['prerender', '--input-h5', samples/'smlm'/'smlm_samples.h5', '--voxel-size', '32', '--batch-size', '3']
+    run_medvox(*args, '--output-dir', tmp_path/'w0', check=0)
+    run_medvox(*args, '--output-dir', tmp_path/'w2', '--num-workers', '2', check=0)
+    a, b = voxels_by_batch(tmp_path/'w0'), voxels_by_batch(tmp_path/'w2')
+    assert sorted(a) == sorted(b) and len(a) == 4 and all(a[k].tobytes() == b[k].tobytes() for k in a)
