@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every benchmark behind BENCHMARKS.md, with the commands recorded there (about 25 minutes on 2 cores;
+# the Plenoxels run alone takes 10). Run on an otherwise idle machine: ratios hold, absolute times drift.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+echo "== voxelize";  $PY benchmarks/bench_voxelize.py --repeats 5
+echo "== prerender"; OMP_WAIT_POLICY=PASSIVE $PY benchmarks/bench_prerender.py --sizes 64 128 --repeats 5 --batch 8
+echo "== vdb";       $PY benchmarks/bench_vdb.py --size 128 --repeats 3
+echo "== plenoxels"; $PY benchmarks/bench_plenoxels.py --time-limit 600 --max-steps 700 --upsample-at 250 --val-interval 100 --md benchmarks/plenoxels.md
