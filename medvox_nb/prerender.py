@@ -270,6 +270,8 @@ def prerender(data: DataConfig, cfg: PrerenderConfig, out_dir=None, shard: str|N
                              hint='use --overwrite or another --output-dir')
         if s['batch'] < len(batches): kept.append(s['batch'])
     mine = [b for b in range(len(batches)) if b % sn == si and b not in kept]
+    for b in mine:  # temporary files a killed run left behind (only this shard's batches: others may be writing theirs)
+        for stale in out_dir.glob(f'.{batch_path(out_dir, b).name}.*'): stale.unlink(missing_ok=True)
     written = []
     if mine:
         reader = _read_batches(clouds, [batches[b] for b in mine], num_workers=cfg.num_workers)
