@@ -6,7 +6,7 @@ Trains on 56 of the 60 lego views in ../shared/data/nerf_lego (views 0, 15, 30, 
 starting at 64^3 and upsampling to 128^3, for `--time-limit` seconds of training (validation time
 excluded), validating on the held-out views along the way. Writes the figures to `--md`.
 """
-import argparse, json, sys, time
+import argparse, os, json, sys, time
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,13 +32,14 @@ def main(argv=None):
     train = NeuralVDBTrainerConfig(max_epochs=a.max_steps, batch_size=a.batch_size, carve_alpha=bool(a.carve), upsample_at=tuple(a.upsample_at),
                                    val_interval=a.val_interval, time_limit_s=a.time_limit, save_neuralvdb=False, tensorboard=False, output_dir=a.out, device='cpu')
     data = PlenoxelDatasetConfig(data_dir=a.data_dir, img_wh=(200, 200), train_split='train', val_split='train', val_views=(0, 15, 30, 45))
+    load_before = os.getloadavg()[0]
     t0 = time.time()
     tr = NeuralVDBPlenoxelTrainer(model, train, data)
     setup = time.time() - t0
     res = tr.train()
     wall = time.time() - t0
     res.pop('images')
-    res.update(setup_s=setup, wall_s=wall, command=' '.join(['.venv/bin/python', 'benchmarks/bench_plenoxels.py', *(argv or sys.argv[1:])]))
+    res.update(setup_s=setup, wall_s=wall, load_before=load_before, load_after=os.getloadavg()[0], command=' '.join(['.venv/bin/python', 'benchmarks/bench_plenoxels.py', *(argv or sys.argv[1:])]))
     print(json.dumps({k: v for k, v in res.items() if k != 'run_info'}, indent=1))
     if a.md:
         rows = '\n'.join(f"| {v['step']} | {v['psnr']:.2f} |" for v in res['val_history'])
@@ -46,7 +47,7 @@ def main(argv=None):
 
 Command: `{res['command']}` (wall {wall:.0f} s including data loading {setup:.0f} s and validations)
 
-Machine: {res['run_info']['device']}, torch {res['run_info']['torch']}, shared with other jobs (load ~5 on 2 cores).
+Machine: {res['run_info']['device']}, torch {res['run_info']['torch']}, load average {res.get('load_before', float('nan')):.1f} before the run, {res.get('load_after', float('nan')):.1f} after it.
 
 Setup: 56 training views, views {res['val_views']} held out, 200x200, white background; grid
 {a.resolution}^3 -> upsampled x2 at steps {a.upsample_at}, SH degree {a.sh_degree}, {a.batch_size} rays/step,

@@ -7,4 +7,4 @@ PY=.venv/bin/python
 echo "== voxelize";  $PY benchmarks/bench_voxelize.py --repeats 5
 echo "== prerender"; OMP_WAIT_POLICY=PASSIVE $PY benchmarks/bench_prerender.py --sizes 64 128 --repeats 5 --batch 8
 echo "== vdb";       $PY benchmarks/bench_vdb.py --size 128 --repeats 3
-echo "== plenoxels"; $PY benchmarks/bench_plenoxels.py --time-limit 600 --max-steps 700 --upsample-at 250 --val-interval 100 --md benchmarks/plenoxels.md
+echo "== plenoxels"; $PY benchmarks/bench_plenoxels.py --time-limit 600 --max-steps 2500 --upsample-at 250 --val-interval 250 --md benchmarks/plenoxels.md
