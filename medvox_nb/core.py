@@ -13,9 +13,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['SECTIONS', 'COMMANDS', 'IMPORT_ERRORS', 'MedvoxError', 'ConfigError', 'InputError', 'StoreError', 'DependencyError',
-           'config_section', 'from_dict', 'to_dict', 'Config', 'parse_overrides', 'load_config', 'save_config',
-           'atomic_path', 'atomic_write', 'sha256_file', 'sample_path', 'seed_everything', 'get_device', 'get_logger',
-           'progress_enabled', 'progress', 'run_info', 'command', 'add_config_args', 'main', 'native_modules']
+           'config_section', 'from_dict', 'to_dict', 'as_section', 'Config', 'parse_overrides', 'load_config',
+           'save_config', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path', 'seed_everything', 'get_device',
+           'get_logger', 'progress_enabled', 'progress', 'run_info', 'command', 'add_config_args', 'main',
+           'native_modules']
 
 # %% ../nbs/00_core.ipynb #88aaa4c8
 class MedvoxError(Exception):
@@ -119,6 +120,17 @@ def to_dict(obj):
         if isinstance(v, np.generic): return v.item()
         return v
     return clean(asdict(obj))
+
+def as_section(cls, obj=None):
+    """`cls` (a config section) from `None` (its defaults), an instance, a dict, or an instance of *another
+    definition* of the same section: a notebook cell defining the class run again, or autoreload, leaves
+    old instances around whose class is not `cls`; they are read through their fields."""
+    if obj is None: return cls()
+    if isinstance(obj, cls): return obj
+    section = getattr(cls, '_section', '')
+    if is_dataclass(obj) and not isinstance(obj, type) and section and getattr(obj, '_section', None) == section: obj = to_dict(obj)
+    if isinstance(obj, dict): return from_dict(cls, obj, section)
+    raise ConfigError(f'expected a {cls.__name__} or a dict, got {type(obj).__name__}')
 
 # %% ../nbs/00_core.ipynb #b986fe7c
 class Config(types.SimpleNamespace):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import (config_section, from_dict, to_dict, load_config, save_config, ConfigError, InputError, StoreError,
+from .core import (as_section, config_section, from_dict, to_dict, load_config, save_config, ConfigError, InputError, StoreError,
                             DependencyError, MedvoxError, atomic_write, atomic_path, seed_everything, get_device, get_logger,
                             progress, run_info, command, add_config_args, sample_path)
 from .plenoxels import (PlenoxelConfig, VoxelGrid, as_plenoxel_config, load_blender, get_rays, render_rays, render_image,
@@ -160,18 +160,12 @@ def _vdb():
     except ImportError as e: raise DependencyError(f'VDB checkpoints need medvox_nb.neuralvdb ({e})', hint='build the OpenVDB module, or set plenoxel_train.save_neuralvdb=false') from None
     return neuralvdb
 
-def _cfg(cls, c):
-    if c is None: return cls()
-    if isinstance(c, cls): return c
-    if isinstance(c, dict): return from_dict(cls, c, getattr(cls, '_section', ''))
-    raise ConfigError(f'expected a {cls.__name__} or a dict, got {type(c).__name__}')
-
 class NeuralVDBPlenoxelTrainer:
     "Fits a Plenoxel `VoxelGrid` to a Blender scene with VDB checkpoints (see the notebook for the loop)."
     def __init__(self, model_config=None, trainer_config=None, dataset_config=None, scene: dict|None=None):
         self.model_config = as_plenoxel_config(model_config)
-        self.config = _cfg(NeuralVDBTrainerConfig, trainer_config)
-        self.dataset_config = _cfg(PlenoxelDatasetConfig, dataset_config)
+        self.config = as_section(NeuralVDBTrainerConfig, trainer_config)
+        self.dataset_config = as_section(PlenoxelDatasetConfig, dataset_config)
         c = self.config
         self.device = get_device(c.device)
         self.log = get_logger('plenoxels')

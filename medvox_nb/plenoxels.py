@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import config_section, from_dict, ConfigError, InputError, get_logger
+from .core import config_section, as_section, ConfigError, InputError, get_logger
 
 # %% auto #0
 __all__ = ['SH_C0', 'SH_C1', 'SH_C2', 'SH_C3', 'PlenoxelConfig', 'as_plenoxel_config', 'load_blender', 'get_rays',
@@ -47,12 +47,8 @@ class PlenoxelConfig:
 
 def as_plenoxel_config(cfg=None) -> PlenoxelConfig:
     "`PlenoxelConfig` from `None` (defaults), a `PlenoxelConfig` or a dict (e.g. read back from VDB metadata)."
-    if cfg is None: return PlenoxelConfig()
-    if isinstance(cfg, PlenoxelConfig): return cfg
-    if isinstance(cfg, dict):
-        names = PlenoxelConfig.__dataclass_fields__
-        return from_dict(PlenoxelConfig, {k: v for k, v in cfg.items() if k in names}, 'plenoxel_model')
-    raise ConfigError(f'expected a PlenoxelConfig or a dict, got {type(cfg).__name__}')
+    if isinstance(cfg, dict): cfg = {k: v for k, v in cfg.items() if k in PlenoxelConfig.__dataclass_fields__}
+    return as_section(PlenoxelConfig, cfg)
 
 # %% ../nbs/11_plenoxels.ipynb #9d1f923b
 def _read_transforms(data_dir: Path, split: str) -> dict:
