@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import (as_section, config_section, from_dict, to_dict, load_config, save_config, ConfigError, InputError, StoreError,
+from .core import (as_section, config_section, to_dict, load_config, save_config, ConfigError, InputError, StoreError,
                             DependencyError, MedvoxError, atomic_write, atomic_path, seed_everything, get_device, get_logger,
                             progress, run_info, command, add_config_args, sample_path)
 from .plenoxels import (PlenoxelConfig, VoxelGrid, as_plenoxel_config, load_blender, get_rays, render_rays, render_image,
