@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7d50d327
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, importlib, json, logging, os, pkgutil, platform
+import argparse, contextlib, copy, dataclasses, errno, functools, hashlib, importlib, json, logging, os, platform
 import importlib.util, random, sys, tempfile, time, traceback, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
@@ -12,11 +12,12 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['SECTIONS', 'COMMANDS', 'IMPORT_ERRORS', 'MedvoxError', 'ConfigError', 'InputError', 'StoreError', 'DependencyError',
-           'config_section', 'from_dict', 'to_dict', 'as_section', 'Config', 'parse_overrides', 'load_config',
-           'save_config', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path', 'seed_everything', 'get_device',
-           'get_logger', 'progress_enabled', 'progress', 'run_info', 'command', 'add_config_args', 'main',
-           'native_modules']
+__all__ = ['SECTIONS', 'STAGES', 'COMMANDS', 'IMPORT_ERRORS', 'OPTIONAL_PARTS', 'MedvoxError', 'ConfigError', 'InputError',
+           'StoreError', 'DependencyError', 'config_section', 'opt', 'from_dict', 'to_dict', 'as_section', 'Config',
+           'read_config_file', 'merge_dicts', 'parse_overrides', 'load_config', 'save_config', 'add_section_args',
+           'section_overrides', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path', 'seed_everything',
+           'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info', 'command', 'import_stage',
+           'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules', 'optional_parts']
 
 # %% ../nbs/00_core.ipynb #88aaa4c8
 class MedvoxError(Exception):
@@ -39,80 +40,53 @@ class DependencyError(MedvoxError): "An optional package or native module is mis
 SECTIONS: dict[str, type] = {}
 
 def config_section(name: str):
-    "Class decorator: register dataclass `cls` as config section `name`."
+    "Class decorator: register dataclass `cls` as config section `name` (validated by pydantic, extra keys forbidden)."
     def deco(cls):
         if not is_dataclass(cls): cls = dataclass(cls)
+        from pydantic import ConfigDict
+        cls.__pydantic_config__ = ConfigDict(extra='forbid', coerce_numbers_to_str=True, arbitrary_types_allowed=True)
         SECTIONS[name] = cls
         cls._section = name
         return cls
     return deco
 
+def opt(default=dataclasses.MISSING, help: str='', **kw):
+    "A config field with its `help` (shown by generated CLI flags); mutable defaults are copied per instance."
+    if isinstance(default, (list, dict, set)): kw['default_factory'] = functools.partial(copy.deepcopy, default)
+    elif default is not dataclasses.MISSING: kw['default'] = default
+    return field(metadata={'help': help}, **kw)
+
 # %% ../nbs/00_core.ipynb #7df75ee0
-def _coerce(value, tp, key: str):
-    "Coerce `value` (from YAML/JSON or a `--set` string) to the annotated type `tp`."
-    if isinstance(tp, str): tp = eval(tp, vars(sys.modules.get('typing')), {'Path': Path})
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is typing.Any: return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args: return None
-        if isinstance(value, str) and value.lower() in ('null', 'none', '~') and type(None) in args: return None
-        errs = []
-        for a in [a for a in args if a is not type(None)]:
-            try: return _coerce(value, a, key)
-            except ConfigError as e: errs.append(e.problem)
-        raise ConfigError(f'{key}: cannot use {value!r} ({"; ".join(errs)})')
-    if isinstance(value, str) and tp not in (str, Path) and (origin in (tuple, list, dict) or tp in (tuple, list, dict, bool, int, float)):
-        try: value = yaml.safe_load(value)
-        except yaml.YAMLError: pass
-    if origin in (tuple, list) or tp in (tuple, list):
-        if isinstance(value, (int, float)) and not isinstance(value, bool): value = [value]
-        if not isinstance(value, (list, tuple)): raise ConfigError(f'{key}: expected a list, got {value!r}')
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value): raise ConfigError(f'{key}: expected {len(args)} values, got {len(value)}')
-            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
-        a = args[0] if args else typing.Any
-        return (tuple if (origin or tp) is tuple else list)(_coerce(v, a, key) for v in value)
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict): raise ConfigError(f'{key}: expected a mapping, got {value!r}')
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool): return value
-        if isinstance(value, str) and value.lower() in ('true', 'yes', '1', 'on'): return True
-        if isinstance(value, str) and value.lower() in ('false', 'no', '0', 'off'): return False
-        if isinstance(value, int) and value in (0, 1): return bool(value)
-        raise ConfigError(f'{key}: expected true/false, got {value!r}')
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise ConfigError(f'{key}: expected an integer, got {value!r}')
-        try: f = float(value)
-        except ValueError: raise ConfigError(f'{key}: expected an integer, got {value!r}') from None
-        if f != int(f): raise ConfigError(f'{key}: expected an integer, got {value!r}')
-        return int(f)
-    if tp is float:
-        if isinstance(value, bool): raise ConfigError(f'{key}: expected a number, got {value!r}')
-        try: return float(value)
-        except (TypeError, ValueError): raise ConfigError(f'{key}: expected a number, got {value!r}') from None
-    if tp in (str, Path):
-        if isinstance(value, (dict, list)): raise ConfigError(f'{key}: expected a string, got {value!r}')
-        return tp(value)
-    if is_dataclass(tp): return from_dict(tp, value, key)
-    return value
+@functools.lru_cache(maxsize=None)
+def _adapter(cls):
+    from pydantic import TypeAdapter
+    return TypeAdapter(cls)
+
+def _validation_problem(e, prefix: str) -> str:
+    "One line from a pydantic `ValidationError`: the dotted key, what was given and what is expected."
+    errs = e.errors()
+    loc = [str(x) for x in errs[0]['loc'] if not (isinstance(x, str) and ('[' in x or x in ('int', 'float', 'str', 'bool')))]
+    key = '.'.join([prefix, *loc] if prefix else loc) or prefix
+    same = [er for er in errs if er['loc'][:1] == errs[0]['loc'][:1]]
+    msgs = list(dict.fromkeys(er['msg'].replace('Input should be ', '').replace('Value error, ', '') for er in same))
+    return f'{key}: cannot use {errs[0]["input"]!r} (expected {" or ".join(msgs)})'
 
 def from_dict(cls, d: dict|None, prefix: str=''):
-    "Build dataclass `cls` from mapping `d`, coercing types; unknown keys raise `ConfigError`."
+    "Build config section `cls` from mapping `d` (pydantic validation); unknown keys and bad values raise `ConfigError`."
     d = dict(d or {})
-    names = {f.name: f for f in fields(cls)}
+    names = [f.name for f in fields(cls)]
     unknown = [k for k in d if k not in names]
     if unknown:
         where = f'{prefix}.' if prefix else ''
         raise ConfigError(f'unknown key {where}{unknown[0]}', hint=f'valid keys: {", ".join(names)}')
-    hints = typing.get_type_hints(cls)
-    kw = {k: _coerce(v, hints[k], f'{prefix}.{k}' if prefix else k) for k, v in d.items()}
-    obj = cls(**kw)
+    from pydantic import ValidationError
+    try: obj = _adapter(cls).validate_python(d)
+    except ValidationError as e: raise ConfigError(_validation_problem(e, prefix)) from None
     if hasattr(obj, 'validate'): obj.validate()
     return obj
 
 def to_dict(obj):
-    "Plain (YAML-safe) dict of a dataclass config; tuples become lists."
+    "Plain (YAML/JSON-safe) dict of a dataclass config; tuples become lists."
     def clean(v):
         if isinstance(v, (tuple, list)): return [clean(x) for x in v]
         if isinstance(v, dict): return {k: clean(x) for k, x in v.items()}
@@ -138,7 +112,8 @@ class Config(types.SimpleNamespace):
     def to_dict(self): return {k: to_dict(v) for k, v in vars(self).items()}
     def __getitem__(self, k): return getattr(self, k)
 
-def _read_config_file(path) -> dict:
+def read_config_file(path) -> dict:
+    "A YAML (`.yaml`/`.yml`) or JSON (`.json`) config file as a dict; unreadable or non-mapping files are `ConfigError`s."
     path = Path(path)
     if not path.exists(): raise ConfigError('config file does not exist', path=path)
     try:
@@ -150,9 +125,10 @@ def _read_config_file(path) -> dict:
     if not isinstance(d, dict): raise ConfigError('config must be a mapping of sections', path=path)
     return d
 
-def _merge(a: dict, b: dict) -> dict:
+def merge_dicts(a: dict, b: dict) -> dict:
+    "Recursive merge: `b` wins, nested mappings are merged key by key."
     out = dict(a)
-    for k, v in b.items(): out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for k, v in b.items(): out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 def parse_overrides(overrides) -> dict:
@@ -169,21 +145,6 @@ def parse_overrides(overrides) -> dict:
         except yaml.YAMLError: d[parts[-1]] = v
     return out
 
-COMMANDS: dict[str, tuple[str, typing.Callable]] = {}
-IMPORT_ERRORS: dict[str, str] = {}
-_STAGES_IMPORTED = False
-
-def _import_stages():
-    "Import every module of the package so stages register their commands and config sections."
-    global _STAGES_IMPORTED
-    if _STAGES_IMPORTED: return
-    _STAGES_IMPORTED = True
-    import medvox_nb
-    for m in pkgutil.iter_modules(medvox_nb.__path__):
-        if m.name.startswith('_') or m.name == 'core': continue
-        try: importlib.import_module(f'medvox_nb.{m.name}')
-        except Exception as e: IMPORT_ERRORS[m.name] = f'{type(e).__name__}: {e}'
-
 def load_config(*sources, overrides=None, sections=None) -> Config:
     """Merge config `sources` (paths to YAML/JSON, or dicts; later wins) and dotted `overrides`.
     `sections`: the section names to build (default: every registered one). Sections of the file
@@ -191,9 +152,9 @@ def load_config(*sources, overrides=None, sections=None) -> Config:
     d = {}
     for s in sources:
         if s is None: continue
-        d = _merge(d, s if isinstance(s, dict) else _read_config_file(s))
-    d = _merge(d, parse_overrides(overrides))
-    _import_stages()
+        d = merge_dicts(d, s if isinstance(s, dict) else read_config_file(s))
+    d = merge_dicts(d, parse_overrides(overrides))
+    if any(k not in SECTIONS for k in d): import_stages()  # a section of a stage not imported yet
     for k in d:
         if k not in SECTIONS:
             raise ConfigError(f'unknown config section {k!r}', path=next((s for s in sources if isinstance(s, (str, Path))), None),
@@ -202,10 +163,60 @@ def load_config(*sources, overrides=None, sections=None) -> Config:
     return Config(**{n: from_dict(SECTIONS[n], d.get(n), n) for n in names})
 
 def save_config(cfg, path):
-    "Write the effective config (a `Config`, a dataclass or a dict) as YAML, atomically."
+    "Write the effective config (a `Config`, a dataclass or a dict) as YAML (or JSON for a `.json` path), atomically."
     d = cfg.to_dict() if isinstance(cfg, Config) else to_dict(cfg) if is_dataclass(cfg) else cfg
-    with atomic_write(path, 'w') as f: yaml.safe_dump(d, f, sort_keys=False)
+    with atomic_write(path, 'w') as f:
+        if Path(path).suffix == '.json': json.dump(d, f, indent=2)
+        else: yaml.safe_dump(d, f, sort_keys=False)
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #cfgflags2
+def _flag_spec(tp) -> dict:
+    "argparse keyword arguments for a field annotation."
+    if isinstance(tp, str): tp = eval(tp, {**vars(typing), 'Path': Path})
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        opts = [a for a in args if a is not type(None)]
+        scal = [a for a in opts if typing.get_origin(a) not in (tuple, list)]
+        seqs = [a for a in opts if typing.get_origin(a) in (tuple, list)]
+        if seqs: return dict(_flag_spec(seqs[0]), nargs='+', _scalar_ok=bool(scal))
+        return _flag_spec(opts[0]) if len(opts) == 1 else dict(type=str)
+    if origin is typing.Literal: return dict(choices=list(args), type=type(args[0]))
+    if tp is bool: return dict(action=argparse.BooleanOptionalAction)
+    if origin in (tuple, list):
+        inner = [a for a in args if a is not Ellipsis] or [str]
+        n = len(args) if origin is tuple and Ellipsis not in args and args else '+'
+        return dict(_flag_spec(inner[0]), nargs=n)
+    if origin is dict or tp is dict: return dict(type=yaml.safe_load)
+    if tp in (int, float, str, Path): return dict(type=tp)
+    return dict(type=str)
+
+def add_section_args(p, cls, only=None, exclude=(), group: str|None=None):
+    """Add `--field-name` (and `--field_name`) flags for the fields of config section `cls` to parser `p`
+    (or to a new argument group titled `group`). Flags default to `None`: not given. Returns the field names."""
+    g = p.add_argument_group(group) if group else p
+    hints, names = typing.get_type_hints(cls), []
+    for f in fields(cls):
+        if (only is not None and f.name not in only) or f.name in exclude or f.name.startswith('_'): continue
+        spec = _flag_spec(hints[f.name]); spec.pop('_scalar_ok', None)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        help = f.metadata.get('help', '')
+        if spec.get('action') is not argparse.BooleanOptionalAction: help = f'{help} (default: {default})' if help else f'default: {default}'
+        flags = [f'--{f.name.replace("_", "-")}'] + ([f'--{f.name}'] if '_' in f.name else [])
+        g.add_argument(*flags, dest=f.name, default=None, help=help.replace('%', '%%'), **spec)
+        names.append(f.name)
+    return names
+
+def section_overrides(args, cls, section: str|None=None) -> dict:
+    "The flags of section `cls` the user gave on the command line, as a config layer `{section: {key: value}}`."
+    section = section or cls._section
+    hints, out = typing.get_type_hints(cls), {}
+    for f in fields(cls):
+        v = getattr(args, f.name, None)
+        if v is None: continue
+        if isinstance(v, list) and len(v) == 1 and _flag_spec(hints[f.name]).get('_scalar_ok'): v = v[0]
+        out[f.name] = v
+    return {section: out} if out else {}
 
 # %% ../nbs/00_core.ipynb #1bdecd0c
 def _fsync_dir(d):
@@ -317,66 +328,145 @@ def run_info() -> dict:
     return {k: (str(v) if v is not None else None) for k, v in info.items()}
 
 # %% ../nbs/00_core.ipynb #075fa3d4
+STAGES: dict[str, tuple[str, str]] = {
+    # command: (module that registers it, one-line help shown by `medvox --help`)
+    'doctor':     ('medvox_nb.core', 'print versions, devices and what each missing optional part disables'),
+    'pointcloud': ('medvox_nb.pointcloud', 'point cloud files: pack, info, sample regions, simulate SMLM structures'),
+    'voxelize':   ('medvox_nb.voxelize', 'voxelize one point cloud (nm) into an .npz with voxels and affine'),
+    'prerender':  ('medvox_nb.prerender', 'voxelize a point-cloud dataset once into a batched, compressed HDF5 store'),
+    'to-nifti':   ('medvox_nb.dataset', 'write samples as NIfTI volumes in train/val folders (affine in mm)'),
+    'vdb':        ('medvox_nb.vdb', 'OpenVDB files: save, load, stats, levels of detail, optimize'),
+    'plenoxels':  ('medvox_nb.plenoxel_trainer', 'train Plenoxel radiance fields on NeRF Blender scenes and render them'),
+    'ct':         ('medvox_nb.ct.preprocess', 'CT preprocessing: HU windows, organ masks, padding, metadata'),
+    'sdf':        ('medvox_nb.sdf.compute', 'multi-resolution sparse signed distance fields from masks or meshes'),
+}
+COMMANDS: dict[str, tuple[str, typing.Callable]] = {}
+IMPORT_ERRORS: dict[str, str] = {}
+
 def command(name: str, help: str):
-    "Decorator: register `f(parser) -> run(args)` as `medvox <name>`."
+    "Decorator: register `f(parser) -> run(args)` as `medvox <name>` (the command must be listed in `STAGES`)."
     def deco(f):
         COMMANDS[name] = (help, f)
         return f
     return deco
+
+def import_stage(name: str):
+    "Import the module of command `name`; an import failure is a `DependencyError` saying why."
+    if name not in STAGES: raise ConfigError(f'unknown command {name!r}', hint=f'commands: {", ".join(STAGES)}')
+    mod = STAGES[name][0]
+    try: importlib.import_module(mod)
+    except Exception as e:  # a missing dependency, or a broken module: either way the command cannot run
+        IMPORT_ERRORS[name] = f'{type(e).__name__}: {e}'
+        raise DependencyError(f'medvox {name} is unavailable: importing {mod} failed ({type(e).__name__}: {e})',
+                              hint='run `medvox doctor` to see what is missing') from None
+    if name not in COMMANDS: raise DependencyError(f'{mod} did not register the command {name!r}')
+
+def import_stages() -> dict[str, str]:
+    "Import every stage module (for `doctor` and for config sections of stages not imported yet); returns the failures."
+    for name in STAGES:
+        if name in COMMANDS or name in IMPORT_ERRORS: continue
+        try: import_stage(name)
+        except MedvoxError: pass
+    return dict(IMPORT_ERRORS)
 
 def add_config_args(p: argparse.ArgumentParser):
     "The options every config-driven subcommand shares: `--config FILE` (repeatable) and `--set k=v`."
     p.add_argument('--config', action='append', default=[], metavar='FILE', help='YAML/JSON config (repeatable; later wins)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override one config value, e.g. --set data.voxel_size=64')
 
-def _parser():
-    _import_stages()
+def _parser(build: str|None=None):
+    "The `medvox` parser: every command listed from `STAGES`; only command `build` (imported) gets its options."
     p = argparse.ArgumentParser(prog='medvox', description='medvox_nb: 3D generative modelling of biomedical volumes.')
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    for name, (help, f) in sorted(COMMANDS.items()):
+    for name, (mod, help) in STAGES.items():
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show tracebacks')
-        sp.set_defaults(_run=f(sp))
+        if name == build: sp.set_defaults(_run=COMMANDS[name][1](sp))
     return p
+
+def os_error_line(e: OSError) -> str:
+    "One line for a file-system failure: the path and the reason in words."
+    path = e.filename if e.filename is not None else None
+    reason = {errno.ENOSPC: 'no space left on the device', errno.EROFS: 'the location is read-only',
+              errno.EACCES: 'permission denied', errno.EPERM: 'operation not permitted',
+              errno.EISDIR: 'is a folder, expected a file', errno.ENOTDIR: 'a parent of this path is a file, not a folder',
+              errno.EEXIST: 'already exists', errno.ENOENT: 'no such file or folder'}.get(e.errno)
+    if reason is None: reason = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
+    if path is None:  # h5py and friends put the path into the message
+        return str(e).splitlines()[0] if str(e) else reason
+    return f'{path}: {reason}' + (f' (-> {e.filename2})' if getattr(e, 'filename2', None) else '')
 
 def main(argv=None) -> int:
     "Entry point of the `medvox` command."
-    p = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = next((a for a in argv if not a.startswith('-')), None)
+    debug = '--debug' in argv
+    if name in STAGES:
+        try: import_stage(name)
+        except MedvoxError as e:
+            if debug: traceback.print_exc()
+            print(f'medvox {name}: error: {e}', file=sys.stderr); return 2
+    p = _parser(name if name in COMMANDS else None)
     args = p.parse_args(argv)
-    if not getattr(args, '_run', None): p.print_help(); return 0 if argv is None or not argv else 2
+    if not getattr(args, '_run', None): p.print_help(); return 0 if not argv else 2
     try:
-        rc = args._run(args)
-        return int(rc or 0)
+        return int(args._run(args) or 0)
     except MedvoxError as e:
         if args.debug: traceback.print_exc()
         print(f'medvox {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.debug: traceback.print_exc()
+        print(f'medvox {args.command}: error: {os_error_line(e)}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'medvox {args.command}: interrupted', file=sys.stderr)
         return 130
 
 # %% ../nbs/00_core.ipynb #afe283bb
+OPTIONAL_PARTS = [
+    # (import name, what it enables, how to get it)
+    ('medvox_nb._openvdb', 'OpenVDB files: medvox vdb, Plenoxel .vdb checkpoints, SDF level-set export',
+     'apt-get install libopenvdb-dev libboost-dev libtbb-dev, then make setup'),
+    ('medvox_nb._sdf', 'the native narrow-band SDF kernel: medvox sdf, medvox ct preprocess --compute_sdf',
+     'a C++ compiler with OpenMP, then make setup'),
+    ('hdf5plugin', 'blosc and zstd compression of prerendered stores', 'pip install hdf5plugin'),
+    ('monai', 'the latent diffusion stages (AutoencoderKL, DDPM)', 'pip install monai einops'),
+    ('spconv', 'the sparse-convolution VQ-VAE', 'pip install spconv'),
+    ('pydicom', 'DICOM series in medvox ct preprocess', 'pip install pydicom'),
+    ('skimage', 'marching cubes: meshes from masks and SDFs', 'pip install scikit-image'),
+    ('trimesh', 'mesh inputs (.obj/.ply/.stl/.off) for medvox sdf', 'pip install trimesh'),
+    ('tensorboard', 'TensorBoard logs of the trainers', 'pip install tensorboard'),
+]
+
 def native_modules() -> dict[str, str]:
     "Optional native modules and whether they are built (`'ok'` or why not)."
+    return {name: status for name, status in optional_parts().items() if name.startswith('medvox_nb._')}
+
+def optional_parts() -> dict[str, str]:
+    "Each optional part: `'ok'` (with its version when it has one), or what its absence disables and how to get it."
     out = {}
-    for name, pkgs in [('medvox_nb._openvdb', 'libopenvdb-dev libboost-dev libtbb-dev')]:
-        try: importlib.import_module(name); out[name] = 'ok'
-        except ImportError as e: out[name] = f'not built ({e}); install {pkgs} and rerun make setup'
+    for name, enables, how in OPTIONAL_PARTS:
+        try: m = importlib.import_module(name)
+        except Exception as e:
+            out[name] = f'missing ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}): disables {enables}; {how}'
+            continue
+        v = getattr(m, '__version__', None) or getattr(m, 'version', None)
+        out[name] = f'ok {v}' if isinstance(v, str) else 'ok'
     return out
 
-@command('doctor', 'Print versions, devices and which optional modules are available')
+@command('doctor', 'Print versions, devices and what each missing optional part disables')
 def _doctor(p):
     def run(args):
-        _import_stages()
+        failed = import_stages()
         info = run_info()
         import torch
         rows = [('python', info['python']), ('medvox_nb', info['medvox_nb']), ('numpy', info['numpy']),
                 ('torch', f"{info['torch']} (CUDA {'available: ' + torch.version.cuda if torch.cuda.is_available() else 'not available'})"),
-                ('device', info['device']), ('h5py', info['h5py'] or 'missing'), ('hdf5plugin', getattr(importlib.import_module('hdf5plugin'), 'version', None) if importlib.util.find_spec('hdf5plugin') else 'missing'),
-                ('monai', info['monai'] or 'missing'), ('spconv', _version('spconv') or 'missing'), ('nibabel', _version('nibabel') or 'missing')]
-        rows += [(k, v) for k, v in native_modules().items()]
-        rows += [(f'medvox_nb.{k}', f'import failed: {v}') for k, v in IMPORT_ERRORS.items()]
+                ('device', info['device']), ('h5py', info['h5py'] or 'missing'), ('nibabel', _version('nibabel') or 'missing')]
+        rows += list(optional_parts().items())
+        rows += [(f'medvox {k}', 'ok' if k not in failed else f'unavailable: {failed[k]}') for k in STAGES]
         w = max(len(k) for k, _ in rows)
         for k, v in rows: print(f'{k:<{w}}  {v}')
     return run
