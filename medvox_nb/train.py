@@ -140,7 +140,7 @@ class Trainer:
         self.run_config = run_config if run_config is not None else {'train': to_dict(self.cfg)}
         self.command = command if command is not None else ' '.join(shlex.quote(a) for a in sys.argv)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.best, self.history, self.log = None, [], get_logger('train')
+        self.best, self.log_records, self.log = None, [], get_logger('train')
         self.ddp = {}
         self.ema = {r: {n: p.detach().clone() for n, p in self.models[self.name].named_parameters()} for r in self.cfg.ema_rate} if self.models else {}
         amp = self.cfg.mixed_precision
@@ -418,7 +418,7 @@ def log_scalars(self: Trainer, logs: dict, prefix: str='train'):
     "TensorBoard scalars and one `log.jsonl` line (rank 0)."
     if not self.is_main or not logs: return
     rec = {'step': self.step, 'epoch': self.epoch, **{f'{prefix}/{k}': float(v) for k, v in logs.items()}}
-    self.history.append(rec)
+    self.log_records.append(rec)
     with open(self.run_dir/'log.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
     if self.cfg.tensorboard:
         if self._writer is None:
@@ -439,8 +439,10 @@ def _make_optimizers(self: Trainer) -> dict:
 
 @patch
 def setup(self: Trainer):
-    "Run folder, optimisers, resume, DDP wrappers (called by `fit`; call it yourself to inspect a resumed state)."
+    "Run folder, optimisers, resume, DDP wrappers (once; `fit` calls it, call it yourself to inspect a resumed state)."
     import torch
+    if getattr(self, '_is_set_up', False): return self.step > 0
+    self._is_set_up = True
     self.optimizers = self._make_optimizers()
     resumed = self.resume()
     if not resumed: torch.manual_seed(self.cfg.seed); np.random.seed(self.cfg.seed % 2**32); random.seed(self.cfg.seed)

@@ -68,7 +68,7 @@ def test_sigkill_then_resume_continues_the_run(tmp_path):
     env = dict(os.environ, MEDVOX_PROGRESS='0')
     p = subprocess.Popen([str(MEDVOX), 'plenoxels', 'train', '--config', str(tmp_path/'cfg.yaml')], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     t0 = time.time()
-    while not (run/'checkpoint_epoch_20.state.pt').exists() or not (run/'checkpoint_epoch_20.vdb').exists():
+    while not (run/'ckpts'/'misc_step0000020.pt').exists() or not (run/'checkpoint_epoch_20.vdb').exists():
         assert p.poll() is None, p.stdout.read().decode()
         assert time.time() - t0 < 300
         time.sleep(0.02)
