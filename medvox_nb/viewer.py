@@ -13,7 +13,7 @@ from .core import InputError, ConfigError
 
 # %% auto #0
 __all__ = ['PLANES', 'as_volume', 'mip', 'VolumeFigure', 'mip_figure', 'show_volumes', 'widget_frontend', 'volume_explorer',
-           'show_volume']
+           'save_figure', 'show_volume']
 
 # %% ../nbs/00a_viewer.ipynb #ffdd9764
 def as_volume(vol) -> np.ndarray:
@@ -251,10 +251,26 @@ def _explorer_class():
         def _mime(self): return self._repr_mimebundle_()
     return VolumeExplorer
 
+def save_figure(fig, path) -> Path:
+    "Write `fig` as a PNG (or any format matplotlib knows from the suffix) atomically; returns the path."
+    from medvox_nb.core import atomic_path
+    path = Path(path)
+    with atomic_path(path) as tmp: fig.savefig(tmp, format=path.suffix.lstrip('.') or 'png', bbox_inches='tight', dpi=120)
+    return path
+
 def show_volume(vol, spacing=(1., 1., 1.), title: str|None=None, interactive: bool|str='auto',
-                cmap: str='magma', unit: str='nm', vmin: float|None=None, vmax: float|None=None):
-    "Show `vol` `(X, Y, Z)` (or `(1, X, Y, Z)`, numpy or torch) with voxel size `spacing`: the widget explorer when a frontend is live (`interactive='auto'`), else the static 3-MIP Figure; returns what it showed."
+                cmap: str='magma', unit: str='nm', vmin: float|None=None, vmax: float|None=None, save=None):
+    """Show `vol` `(X, Y, Z)` (or `(1, X, Y, Z)`, numpy or torch) with voxel size `spacing`: the widget explorer when a
+    frontend is live (`interactive='auto'`), else the static 3-MIP Figure; returns what it showed. `save`: also write
+    the static figure there (PNG). In a plain script, where nothing can be displayed, say so and how to save it."""
     if interactive not in (True, False, 'auto'): raise ConfigError(f"interactive must be True, False or 'auto', got {interactive!r}")
     if interactive is True or (interactive == 'auto' and widget_frontend()):
-        return _show(volume_explorer(vol, spacing, title=title, cmap=cmap, unit=unit, vmin=vmin, vmax=vmax))
-    return _show(mip_figure(vol, spacing, title=title, cmap=cmap, unit=unit, vmin=vmin, vmax=vmax))
+        shown = _show(volume_explorer(vol, spacing, title=title, cmap=cmap, unit=unit, vmin=vmin, vmax=vmax))
+        if save is not None: save_figure(mip_figure(vol, spacing, title=title, cmap=cmap, unit=unit, vmin=vmin, vmax=vmax), save)
+        return shown
+    fig = _show(mip_figure(vol, spacing, title=title, cmap=cmap, unit=unit, vmin=vmin, vmax=vmax))
+    if save is not None: save_figure(fig, save)
+    elif _cell_id() is None:  # plain Python: no frontend will ever draw the returned figure
+        print("show_volume: no notebook here to display the figure; pass save='volume.png' "
+              "(or call .savefig('volume.png') on the returned figure) to look at it", file=sys.stderr)
+    return fig
