@@ -17,7 +17,8 @@ __all__ = ['SECTIONS', 'STAGES', 'COMMANDS', 'IMPORT_ERRORS', 'OPTIONAL_PARTS', 
            'read_config_file', 'merge_dicts', 'parse_overrides', 'load_config', 'save_config', 'add_section_args',
            'section_overrides', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path', 'seed_everything',
            'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info', 'command', 'import_stage',
-           'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules', 'optional_parts']
+           'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules', 'optional_parts',
+           'lazy_module']
 
 # %% ../nbs/00_core.ipynb #88aaa4c8
 class MedvoxError(Exception):
@@ -470,3 +471,19 @@ def _doctor(p):
         w = max(len(k) for k, _ in rows)
         for k, v in rows: print(f'{k:<{w}}  {v}')
     return run
+
+# %% ../nbs/00_core.ipynb #lazy2
+class _LazyModule(types.ModuleType):
+    "A module object that imports the real module `name` on first attribute access."
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.__dict__['_lazy_target'] = name
+    def __getattr__(self, attr):
+        m = importlib.import_module(self.__dict__['_lazy_target'])
+        self.__dict__.update(m.__dict__)
+        return getattr(m, attr)
+    def __repr__(self): return f"<lazy module {self.__dict__['_lazy_target']!r}>"
+
+def lazy_module(name: str) -> types.ModuleType:
+    "`torch = lazy_module('torch')`: imported when first used (the real module if it is imported already)."
+    return sys.modules[name] if name in sys.modules else _LazyModule(name)
