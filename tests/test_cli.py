@@ -42,3 +42,41 @@ def test_broken_inline_test_fails_nbdev_test(tmp_path):
         p = subprocess.run([Path(sys.executable).parent/'nbdev_test', '--path', bad], capture_output=True, text=True, cwd=ROOT)
     finally: bad.unlink()
     assert p.returncode != 0 and '_broken_tmp.ipynb' in (p.stdout + p.stderr)
+
+def test_command_modules_do_not_import_torch():
+    "`medvox <cmd> --help` must not wait for torch (seconds to import): every command module imports it lazily."
+    import subprocess, sys
+    from medvox_nb.core import STAGES
+    for name, (mod, _) in STAGES.items():
+        code = f"import sys, importlib; importlib.import_module('{mod}'); heavy = [m for m in ('torch', 'monai', 'spconv') if m in sys.modules]; print(heavy)"
+        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+        if r.returncode != 0 and 'ModuleNotFoundError' in r.stderr and mod.split('.')[1] in r.stderr: continue  # a stage not built here
+        assert r.returncode == 0, (name, r.stderr[-500:])
+        assert r.stdout.strip() == '[]', f'medvox {name}: importing {mod} imports {r.stdout.strip()}'
+
+def test_every_stage_has_help_and_fails_clearly_when_unavailable(tmp_path):
+    from medvox_nb.core import STAGES
+    out = run_medvox('--help', check=0).stdout
+    assert all(name in out for name in STAGES)
+    for name in STAGES:
+        r = run_medvox(name, '--help')
+        assert r.returncode == 0 or (r.returncode == 2 and f'medvox {name} is unavailable' in r.stderr), (name, r.stderr)
+    # a stage whose module cannot be imported says why (not argparse's "invalid choice")
+    site = tmp_path/'site'; site.mkdir()
+    (site/'sitecustomize.py').write_text("import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
+                                         "        if name == 'h5py': raise ImportError('h5py blocked by the test')\n"
+                                         "sys.meta_path.insert(0, _Block())\n")
+    r = run_medvox('prerender', '--help', env={'PYTHONPATH': str(site)})
+    assert r.returncode == 2 and 'medvox prerender is unavailable' in r.stderr and 'h5py' in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+def test_file_system_failures_are_one_line_exit_2(tmp_path):
+    "Output path is a folder / its parent is a file: one line with the path, exit 2, for a command that writes a file."
+    from pathlib import Path
+    (tmp_path/'afile').write_text('x')
+    cloud = Path(__file__).resolve().parents[1]/'data_samples'/'smlm'/'vlume_excerpt.csv'
+    for out, words in [(tmp_path, 'is a folder'), (tmp_path/'afile'/'v.npz', 'is a file')]:
+        r = run_medvox('voxelize', str(cloud), '--output', str(out), '--voxel-size', '16')
+        assert r.returncode == 2, (out, r.returncode, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr, r.stderr
+        assert words in r.stderr, r.stderr
