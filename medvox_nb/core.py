@@ -12,13 +12,13 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['SECTIONS', 'STAGES', 'COMMANDS', 'IMPORT_ERRORS', 'OPTIONAL_PARTS', 'MedvoxError', 'ConfigError', 'InputError',
-           'StoreError', 'DependencyError', 'config_section', 'opt', 'from_dict', 'to_dict', 'as_section', 'Config',
-           'read_config_file', 'merge_dicts', 'parse_overrides', 'load_config', 'save_config', 'add_section_args',
-           'section_overrides', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path', 'seed_everything',
-           'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info', 'command', 'import_stage',
-           'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules', 'optional_parts',
-           'lazy_module']
+__all__ = ['SECTIONS', 'STAGES', 'SECTION_MODULES', 'COMMANDS', 'IMPORT_ERRORS', 'OPTIONAL_PARTS', 'MedvoxError', 'ConfigError',
+           'InputError', 'StoreError', 'DependencyError', 'config_section', 'opt', 'from_dict', 'to_dict', 'as_section',
+           'Config', 'read_config_file', 'merge_dicts', 'parse_overrides', 'load_config', 'save_config',
+           'add_section_args', 'section_overrides', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path',
+           'seed_everything', 'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info', 'command',
+           'import_stage', 'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules',
+           'optional_parts', 'lazy_module']
 
 # %% ../nbs/00_core.ipynb #88aaa4c8
 class MedvoxError(Exception):
@@ -314,16 +314,24 @@ def progress(iterable=None, total=None, desc: str|None=None, **kw):
 
 # %% ../nbs/00_core.ipynb #299d09ef
 def _version(mod):
-    try: return importlib.import_module(mod).__version__
-    except Exception: return None
+    "Installed version of distribution/module `mod` without importing it (None when absent)."
+    import importlib.metadata as md
+    try: return md.version({'skimage': 'scikit-image', 'yaml': 'pyyaml'}.get(mod, mod))
+    except md.PackageNotFoundError:
+        m = sys.modules.get(mod)
+        return getattr(m, '__version__', None) if m is not None else None
 
 def run_info() -> dict:
-    "Versions, host, device and time, for metadata and experiment records."
-    import torch
+    """Versions, host, device and time, for metadata and experiment records. Cheap: versions come from the
+    installed metadata, and the GPU is only asked about when torch is already imported (a writer of an
+    HDF5 file must not pay seconds for `import torch`)."""
     from medvox_nb import __version__
+    torch = sys.modules.get('torch')
+    cuda = torch is not None and torch.cuda.is_available()
     info = dict(medvox_nb=__version__, python=platform.python_version(), platform=platform.platform(),
-                numpy=np.__version__, torch=torch.__version__, cuda=torch.version.cuda if torch.cuda.is_available() else None,
-                device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else f'cpu ({os.cpu_count()} cores)',
+                numpy=np.__version__, torch=(torch.__version__ if torch is not None else _version('torch')),
+                cuda=torch.version.cuda if cuda else None,
+                device=torch.cuda.get_device_name(0) if cuda else f'cpu ({os.cpu_count()} cores)',
                 h5py=_version('h5py'), monai=_version('monai'),
                 time=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     return {k: (str(v) if v is not None else None) for k, v in info.items()}
@@ -343,6 +351,7 @@ STAGES: dict[str, tuple[str, str]] = {
     'train-vqvae': ('medvox_nb.vqvae.train', 'train the sparse SDF VQ-VAE (stage 1: codebook, 2: joint, 3: decoder)'),
     'ldm':        ('medvox_nb.ldm.pipeline', '3D latent diffusion: train the autoencoder and the diffusion model, generate, evaluate'),
 }
+SECTION_MODULES = ('medvox_nb.ldm.regions',)  # modules that register config sections but no command of their own
 COMMANDS: dict[str, tuple[str, typing.Callable]] = {}
 IMPORT_ERRORS: dict[str, str] = {}
 
@@ -370,6 +379,9 @@ def import_stages() -> dict[str, str]:
         if name in COMMANDS or name in IMPORT_ERRORS: continue
         try: import_stage(name)
         except MedvoxError: pass
+    for mod in SECTION_MODULES:
+        try: importlib.import_module(mod)
+        except Exception: pass   # its stage's command reports why when it is used
     return dict(IMPORT_ERRORS)
 
 def add_config_args(p: argparse.ArgumentParser):
