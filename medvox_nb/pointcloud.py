@@ -395,7 +395,7 @@ def pointcloud_info(source, pixel_size: float|None=None) -> list[dict]:
 
 def _fmt_box(lo, hi): return '  '.join(f'{a} {l:9.1f} .. {h:9.1f}' for a, l, h in zip('xyz', lo, hi))
 
-@command('pointcloud', 'Point cloud files: pack many into one ragged HDF5, or summarise them')
+@command('pointcloud', 'Point cloud files: pack, summarise, sample training regions, simulate')
 def _pointcloud_cmd(p):
     sub = p.add_subparsers(dest='action', metavar='ACTION')
     pk = sub.add_parser('pack', help='pack CSV/HDF5 point clouds into one ragged HDF5 file (bad inputs are skipped and reported)')
@@ -405,7 +405,33 @@ def _pointcloud_cmd(p):
     inf = sub.add_parser('info', help='samples, point counts, NaN counts and bounding boxes in nm')
     inf.add_argument('paths', nargs='+', metavar='PATH', help='files, folders or glob patterns')
     inf.add_argument('--pixel-size', type=float, default=None, metavar='NM', help='nm per camera pixel (Picasso files, px columns)')
+    from medvox_nb.core import add_config_args
+    rg = sub.add_parser('regions', help='training regions: random rotated boxes of region_size nm from each cloud, resampled, in the seeds\' HDF5 layout')
+    rg.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders or glob patterns (any format above)')
+    rg.add_argument('-o', '--output', required=True, metavar='OUT.h5', help='HDF5 file to write')
+    rg.add_argument('--pixel-size', type=float, default=None, metavar='NM', help='nm per camera pixel (Picasso files, px columns)')
+    sm = sub.add_parser('simulate', help='simulated SMLM fields: worm-like-chain filaments, blinking, precision, background')
+    sm.add_argument('-o', '--output', required=True, metavar='OUT.h5', help='HDF5 file to write')
+    sm.add_argument('--preset', metavar='NAME', help='start from the parameters fitted to a real acquisition: ts3d | caulobacter')
+    for sp, flags in ((rg, [('region-size', float, 3, 'X Y Z nm of each region'), ('num-regions', int, None, 'regions per input sample'),
+                            ('min-points', int, None, 'fewer localisations in a draw: draw again'), ('max-attempts', int, None, 'draws per input sample'),
+                            ('target-points', int, None, 'resample each region to N points (0: keep all, ragged layout)'),
+                            ('decimals', int, None, 'round coordinates'), ('random-seed', int, None, 'seed of every draw')]),
+                      (sm, [('volume', float, 3, 'X Y Z nm of each field'), ('num-samples', int, None, 'fields to write'),
+                            ('n-filaments', int, None, 'chains per field'), ('filament-length', float, None, 'nm of each chain'),
+                            ('persistence-length', float, None, 'nm'), ('radius', float, None, 'nm of the labelled tube'),
+                            ('labelling', str, None, 'surface | volume'), ('labelling-density', float, None, 'fluorophores per nm of chain'),
+                            ('multiplicity', float, None, 'mean localisations per fluorophore'), ('multiplicity-dist', str, None, 'geometric | poisson'),
+                            ('sigma-lateral', float, None, 'nm'), ('sigma-axial', float, None, 'nm'), ('background-density', float, None, 'localisations per um^3'),
+                            ('target-points', int, None, 'resample each field to N points (0: keep all, ragged layout)'),
+                            ('decimals', int, None, 'round coordinates'), ('random-seed', int, None, 'seed')])):
+        for name, tp, n, h in flags: sp.add_argument(f'--{name}', type=tp, nargs=n, default=None, help=h, metavar=('X', 'Y', 'Z') if n == 3 else None)
+        add_config_args(sp)
+    rg.add_argument('--no-rotate', dest='rotate', action='store_const', const=False, default=None, help='no random rotation about z')
     def run(args):
+        if args.action in ('regions', 'simulate'):
+            from medvox_nb.ldm import regions
+            return regions.run_regions(args) if args.action == 'regions' else regions.run_simulate(args)
         if args.action == 'pack':
             r = pack_pointclouds(args.inputs, args.output, args.pixel_size, log=lambda m: print(m, file=sys.stderr))
             print(f'wrote {r["out"]}: {r["packed"]} samples, {r["n_points"]} points'
