@@ -2,8 +2,12 @@
 //
 // Grids cross the boundary as plain dicts of numpy arrays and numbers; the Python wrapper
 // (medvox_nb.vdb) gives them a typed face. Supported grid types: FloatGrid ("float") and
-// Vec3SGrid ("vec3s"). Every OpenVDB exception becomes a Python RuntimeError carrying
-// OpenVDB's message; heavy loops run without the GIL.
+// Vec3SGrid ("vec3s"). The transform is either spacing + origin (a scale-and-translate map) or
+// any invertible 4x4 voxel->world affine (a scale-and-translate map when diagonal, else an AffineMap;
+// flipped, rotated and sheared lattices included), built so that it reads back bit for bit. A float grid of class level_set gets OpenVDB's
+// signed flood fill (inactive inside values = -background) so that it is a proper narrow-band
+// level set. Every OpenVDB exception becomes a Python RuntimeError carrying OpenVDB's message;
+// heavy loops run without the GIL.
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -14,6 +18,8 @@
 #include <openvdb/io/io.h>
 #include <openvdb/tools/Dense.h>
 #include <openvdb/tools/Prune.h>
+#include <openvdb/tools/SignedFloodFill.h>
+#include <openvdb/tools/Diagnostics.h>
 #include <openvdb/math/Maps.h>
 
 #include <cstdint>
@@ -120,14 +126,34 @@ void fill_meta(vdb::MetaMap& mm, py::handle d) {
     }
 }
 
-// voxel (i,j,k) centre -> origin + ijk * voxel_size (non-uniform scale allowed)
-vdb::math::Transform::Ptr make_transform(const vdb::Vec3d& vs, const vdb::Vec3d& origin) {
-    if (!(vs[0] > 0 && vs[1] > 0 && vs[2] > 0)) throw std::invalid_argument("voxel_size must be positive");
-    vdb::math::MapBase::Ptr map(new vdb::math::ScaleTranslateMap(vs, origin));
-    return vdb::math::Transform::Ptr(new vdb::math::Transform(map));
+// A Transform holding exactly `map`. Transform's constructor (and createLinearTransform) re-derive a
+// diagonal map's scale as applyMap(1,1,1) - applyMap(0,0,0), which rounds (0.8 + 120 - 120 != 0.8);
+// deserialising the map, as a file reader does, keeps every number bit for bit.
+vdb::math::Transform::Ptr exact_transform(const vdb::math::MapBase& map) {
+    std::ostringstream os(std::ios_base::binary);
+    vdb::writeString(os, map.type());
+    map.write(os);
+    std::istringstream is(os.str(), std::ios_base::binary);
+    vdb::io::setCurrentVersion(is);
+    auto xf = std::make_shared<vdb::math::Transform>();
+    xf->read(is);
+    return xf;
 }
 
-// Any invertible 4x4 voxel->world affine, column-vector convention (world = A @ [i, j, k, 1]).
+// A diagonal voxel->world map: scale (any signs, non-zero) then translate.
+vdb::math::Transform::Ptr scale_translate(const vdb::Vec3d& s, const vdb::Vec3d& t) {
+    if (s[0] == s[1] && s[0] == s[2] && s[0] > 0) return exact_transform(vdb::math::UniformScaleTranslateMap(s[0], t));
+    return exact_transform(vdb::math::ScaleTranslateMap(s, t));
+}
+
+// voxel (i,j,k) centre -> origin + ijk * spacing (non-uniform scale allowed)
+vdb::math::Transform::Ptr make_transform(const vdb::Vec3d& vs, const vdb::Vec3d& origin) {
+    if (!(vs[0] > 0 && vs[1] > 0 && vs[2] > 0)) throw std::invalid_argument("spacing must be positive");
+    return scale_translate(vs, origin);
+}
+
+// Any invertible 4x4 voxel->world affine, column-vector convention (world = A @ [i, j, k, 1]): a diagonal one
+// (flipped axes included) as a scale-and-translate map, any other (rotated, oblique, sheared) as an AffineMap.
 vdb::math::Transform::Ptr affine_transform(py::handle a_) {
     auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a_);
     if (!a || a.ndim() != 2 || a.shape(0) != 4 || a.shape(1) != 4) throw std::invalid_argument("affine must be a 4x4 matrix");
@@ -136,7 +162,10 @@ vdb::math::Transform::Ptr affine_transform(py::handle a_) {
     vdb::Mat4d m;  // OpenVDB uses the row-vector convention: world = [i j k 1] * M
     for (int i = 0; i < 4; ++i) for (int j = 0; j < 4; ++j) m(i, j) = r(j, i);
     if (std::abs(m.getMat3().det()) < 1e-300) throw std::invalid_argument("affine is singular");
-    return vdb::math::Transform::createLinearTransform(m);
+    const vdb::Mat3d l = m.getMat3();
+    if (l(0, 1) == 0 && l(0, 2) == 0 && l(1, 0) == 0 && l(1, 2) == 0 && l(2, 0) == 0 && l(2, 1) == 0)
+        return scale_translate(vdb::Vec3d(l(0, 0), l(1, 1), l(2, 2)), m.getTranslation());
+    return exact_transform(vdb::math::AffineMap(m));
 }
 
 // ---------------------------------------------------------------- building grids
@@ -214,7 +243,9 @@ vdb::GridBase::Ptr build_grid(const py::dict& g) {
     if (g.contains("dense")) add_dense<GridT>(*grid, g["dense"], g.contains("dense_min") ? py::object(g["dense_min"]) : py::object(py::none()),
                                             g.contains("tolerance") ? py::cast<double>(g["tolerance"]) : 0.0);
     else add_coords<GridT>(*grid, g["coords"], g["values"]);
-    prune_grid<GridT>(*grid, g.contains("prune_tolerance") ? py::cast<double>(g["prune_tolerance"]) : -1.0);
+    const bool level_set = g.contains("grid_class") && parse_class(py::cast<std::string>(g["grid_class"])) == vdb::GRID_LEVEL_SET;
+    // a level set keeps its active voxels as voxels (OpenVDB's level-set tools reject active tiles)
+    prune_grid<GridT>(*grid, level_set ? -1.0 : (g.contains("prune_tolerance") ? py::cast<double>(g["prune_tolerance"]) : -1.0));
     return grid;
 }
 
@@ -222,9 +253,21 @@ void set_common(vdb::GridBase& grid, const py::dict& g) {
     grid.setName(py::cast<std::string>(g["name"]));
     grid.setGridClass(parse_class(g.contains("grid_class") ? py::cast<std::string>(g["grid_class"]) : "unknown"));
     if (g.contains("affine") && !g["affine"].is_none()) grid.setTransform(affine_transform(g["affine"]));
-    else grid.setTransform(make_transform(vec3(g["voxel_size"], "voxel_size"), vec3(g["origin"], "origin")));
+    else grid.setTransform(make_transform(vec3(g["spacing"], "spacing"), vec3(g["origin"], "origin")));
     grid.setSaveFloatAsHalf(g.contains("half") && py::cast<bool>(g["half"]));
     if (g.contains("metadata")) fill_meta(grid, g["metadata"]);
+}
+
+// A float grid of class level_set: inactive values take the sign of the side they lie on
+// (tools::signedFloodFill: -background inside, +background outside), then inactive nodes
+// collapse into +-background tiles (tools::pruneLevelSet). Other grids are left alone.
+void finish_level_set(vdb::GridBase& grid) {
+    if (grid.getGridClass() != vdb::GRID_LEVEL_SET) return;
+    auto fg = dynamic_cast<FloatGrid*>(&grid);
+    if (!fg) throw std::invalid_argument("grid '" + grid.getName() + "': a level set must be a float grid");
+    py::gil_scoped_release nogil;
+    vdb::tools::signedFloodFill(fg->tree());
+    vdb::tools::pruneLevelSet(fg->tree());
 }
 
 // An OpenVDB grid built piece by piece (chunked export keeps peak memory bounded).
@@ -245,7 +288,7 @@ struct PyGrid {
     void set_values(py::handle c, py::handle v) { dispatch([&](auto& g) { add_coords(g, c, v); }); }
     void copy_from_dense(py::handle d, py::handle mn, double tol) { dispatch([&](auto& g) { add_dense(g, d, mn, tol); }); }
     void prune(double tol) { dispatch([&](auto& g) { prune_grid(g, tol); }); }
-    void configure(py::dict g) { g["name"] = grid->getName(); set_common(*grid, g); }
+    void configure(py::dict g) { g["name"] = grid->getName(); set_common(*grid, g); finish_level_set(*grid); }
     vdb::Index64 active() const { return grid->activeVoxelCount(); }
     vdb::Index64 mem() const { return grid->memUsage(); }
 };
@@ -259,6 +302,7 @@ vdb::GridBase::Ptr make_grid(py::handle h) {
     else if (type == "vec3s") grid = build_grid<Vec3Grid>(g);
     else throw std::invalid_argument("unsupported grid type '" + type + "' (float or vec3s)");
     set_common(*grid, g);
+    finish_level_set(*grid);
     return grid;
 }
 
@@ -344,7 +388,7 @@ py::dict describe(const vdb::GridBase::Ptr& grid, bool data) {
     d["metadata"] = meta_dict(*grid, true);
     const auto& xf = grid->constTransform();
     const vdb::Vec3d vs = xf.voxelSize(), org = xf.indexToWorld(vdb::Vec3d(0.0));
-    d["voxel_size"] = py::make_tuple(vs[0], vs[1], vs[2]);
+    d["spacing"] = py::make_tuple(vs[0], vs[1], vs[2]);
     d["origin"] = py::make_tuple(org[0], org[1], org[2]);
     d["is_linear"] = xf.isLinear();
     // 4x4 voxel->world affine in column-vector convention (world = A @ [i, j, k, 1]).
@@ -481,6 +525,19 @@ py::array read_dense(const std::string& path, const std::string& name, py::objec
     throw std::runtime_error("grid '" + name + "' has value type " + g->valueType() + "; only float and vec3s are supported");
 }
 
+// OpenVDB's own level-set diagnostics (tools::checkLevelSet, checks 1..n) on grid `name`:
+// an empty string when the grid is a valid narrow-band level set.
+std::string check_level_set(const std::string& path, const std::string& name, int n) {
+    OpenFile of(path);
+    if (!of.f.hasGrid(name)) throw std::runtime_error("no grid named '" + name + "' in the file");
+    vdb::GridBase::Ptr g;
+    { py::gil_scoped_release nogil; g = of.f.readGrid(name); }
+    auto fg = vdb::GridBase::grid<FloatGrid>(g);
+    if (!fg) return "Value type is not float (it is " + g->valueType() + ")\n";
+    py::gil_scoped_release nogil;
+    return vdb::tools::checkLevelSet(*fg, size_t(n));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_openvdb, m) {
@@ -500,7 +557,8 @@ PYBIND11_MODULE(_openvdb, m) {
         .def("copy_from_dense", &PyGrid::copy_from_dense, py::arg("dense"), py::arg("dense_min") = py::none(), py::arg("tolerance") = 0.0,
              "Copy a dense block whose [0,0,0] sits at index dense_min; values within tolerance of the background stay inactive.")
         .def("prune", &PyGrid::prune, py::arg("tolerance") = -1.0, "tools::prune(tolerance) if tolerance >= 0, then tools::pruneInactive.")
-        .def("configure", &PyGrid::configure, py::arg("spec"), "Set voxel_size/origin or affine, grid_class, half, metadata from a dict.")
+        .def("configure", &PyGrid::configure, py::arg("spec"),
+             "Set spacing/origin or affine, grid_class, half, metadata from a dict (a level_set float grid is then flood-filled).")
         .def_property_readonly("active_voxel_count", &PyGrid::active)
         .def_property_readonly("memory_bytes", &PyGrid::mem)
         .def_property_readonly("type", [](const PyGrid& g) { return g.type; })
@@ -508,11 +566,14 @@ PYBIND11_MODULE(_openvdb, m) {
     m.def("write", &write_file, py::arg("path"), py::arg("grids"), py::arg("file_metadata") = py::none(),
           py::arg("compression") = "zip",
           "Write grids (list of dicts: name, type 'float'|'vec3s', coords+values or dense+dense_min+tolerance, "
-          "voxel_size, origin, background, grid_class, half, metadata, prune_tolerance) to `path`.");
+          "spacing+origin or affine (4x4, world = A @ [i, j, k, 1]), background, grid_class, half, metadata, "
+          "prune_tolerance; or Grid objects) to `path`.");
     m.def("read", &read_file, py::arg("path"), py::arg("names") = py::none(), py::arg("data") = true,
           "Read grids -> (file_metadata, [grid dict]); data=False skips the coords/values arrays.");
     m.def("list_grids", &list_grids, py::arg("path"), "Names of the grids in a file.");
     m.def("read_dense", &read_dense, py::arg("path"), py::arg("name"), py::arg("lo") = py::none(), py::arg("hi") = py::none(),
           "Dense float32 copy of a grid over the inclusive index box [lo, hi] (default: active bbox).");
     m.def("check_file", &check_file, py::arg("path"), "Raise if `path` is not a complete VDB file.");
+    m.def("check_level_set", &check_level_set, py::arg("path"), py::arg("name"), py::arg("checks") = 8,
+          "OpenVDB's tools::checkLevelSet (checks 1..checks) on grid `name`: '' when it is a valid level set.");
 }

@@ -223,7 +223,7 @@ def configure_optimizers(self: NeuralVDBPlenoxelTrainer) -> dict:
 def lr(self: NeuralVDBPlenoxelTrainer, step: int) -> tuple[float, float]:
     "(density, SH) learning rates at `step`: exponential decay to `lr_final_ratio` at `max_epochs`."
     f = self.config.lr_final_ratio**min(step/self.config.max_epochs, 1.0)
-    return self.config.lr_density/float(self.grid.voxel_size.min())*f, self.config.learning_rate*f
+    return self.config.lr_density/float(self.grid.spacing.min())*f, self.config.learning_rate*f
 
 # %% ../nbs/13_plenoxel_trainer.ipynb #plt7
 @patch
@@ -394,6 +394,7 @@ def _plenoxels_cmd(p):
     r.add_argument('--device', default='auto')
     def run(args):
         if args.plenoxels_cmd == 'train':
+            pl.PlenoxelConfig   # imports medvox_nb.plenoxels, which registers the plenoxel_model section
             cfg = load_config(*args.config, overrides=args.overrides, sections=['plenoxel_model', 'plenoxel_train', 'plenoxel_data'])
             tr = NeuralVDBPlenoxelTrainer(cfg.plenoxel_model, cfg.plenoxel_train, cfg.plenoxel_data)
             res = tr.train()

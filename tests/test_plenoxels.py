@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from medvox_nb.core import InputError, ConfigError
 from medvox_nb.plenoxels import (PlenoxelConfig, VoxelGrid, eval_sh_basis, SH_C0, SH_C1, SH_C2, SH_C3, load_blender, get_rays,
-                                 render_rays, render_image, psnr, tv_loss, prune, upsample, ray_aabb, as_plenoxel_config)
+                                 render_rays, render_image, psnr, tv_loss, prune, upsample, ray_aabb, as_plenoxel_config,
+                                 contributing_voxels)
 
 def _rand_grid(res=(6, 7, 8), deg=2, seed=0, bounds=(-1, -1, -1, 1, 1, 1)):
     g = VoxelGrid(res, bounds, sh_degree=deg)
@@ -181,3 +182,42 @@ def test_cuda_matches_cpu():
     cpu = render_image(g, c2w, 16, 16, 20.)
     gpu = render_image(g.to('cuda'), c2w, 16, 16, 20.).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=0)
+
+
+def test_spacing_is_world_units_per_voxel_and_voxel_size_is_deprecated():
+    g = VoxelGrid((4, 5, 8), (-1, -2, 0, 1, 2, 2), sh_degree=0)
+    torch.testing.assert_close(g.spacing, torch.tensor([0.5, 0.8, 0.25]))
+    with pytest.warns(DeprecationWarning, match='spacing'): torch.testing.assert_close(g.voxel_size, g.spacing)
+
+
+def _only(g, keep):
+    out = VoxelGrid(g.resolution, g.scene_bounds, g.sh_degree).requires_grad_(False)
+    out.density.copy_(torch.where(keep, g.density.detach(), torch.zeros(()))); out.sh.copy_(g.sh.detach() * keep[..., None, None])
+    out.occupancy.copy_(keep)
+    return out
+
+
+@pytest.mark.parametrize('cfg', [PlenoxelConfig(), PlenoxelConfig(density_activation='softplus', sigma_thresh=1e-3),
+                                 PlenoxelConfig(color_activation='sigmoid', sigma_thresh=0.0)])
+def test_only_contributing_voxels_render_bit_for_bit(cfg):
+    "What a sparse export may leave out: unoccupying every non-contributing voxel changes no pixel, from any camera."
+    g = VoxelGrid((14, 12, 10), (-1, -1, -1, 1, 1, 1), sh_degree=2)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        g.density.copy_(F.avg_pool3d(torch.randn(1, 1, 14, 12, 10, generator=gen) * 60, 3, 1, 1)[0, 0] - 10)
+        g.sh.normal_(0, 0.4, generator=gen)
+        g.occupancy[:, :, :2] = False                                         # some voxels already pruned
+    keep = contributing_voxels(g, cfg)
+    assert 0 < keep.sum() < g.occupancy.sum() and not keep[~g.occupancy].any()
+    assert (g.density.detach()[keep] <= 0).any()                             # negative voxels beside dense ones stay
+    sparse = _only(g, keep)
+    for c2w in (torch.tensor([[1., 0, 0, 0.1], [0, 0.8, -0.6, -2.4], [0, 0.6, 0.8, 3.2], [0, 0, 0, 1]]),
+                torch.tensor([[0., 0, 1, 3.], [1, 0, 0, 0.2], [0, 1, 0, -0.1], [0, 0, 0, 1]])):
+        assert torch.equal(render_image(sparse, c2w, 20, 20, 25., cfg=cfg), render_image(g, c2w, 20, 20, 25., cfg=cfg))
+    # a larger tolerance drops more, within a bounded error; dropping every voxel <= 0 is not safe
+    loose = contributing_voxels(g, cfg, tolerance=0.5)
+    assert loose.sum() <= keep.sum()
+    pos = _only(g, g.occupancy & (g.density.detach() > 1e-4))
+    c2w = torch.tensor([[1., 0, 0, 0.1], [0, 0.8, -0.6, -2.4], [0, 0.6, 0.8, 3.2], [0, 0, 0, 1]])
+    if cfg.density_activation == 'relu':
+        assert not torch.equal(render_image(pos, c2w, 20, 20, 25., cfg=cfg), render_image(g, c2w, 20, 20, 25., cfg=cfg))
