@@ -4,87 +4,51 @@
 
 # %% ../nbs/03_prerender.ipynb #75723044
 from __future__ import annotations
-import json, os, re, shutil, sys, time
-from dataclasses import dataclass, field
+import contextlib, hashlib, json, os, re, shutil, sys, time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal, get_args
 import numpy as np
-import h5py
-import torch
+import h5py       # a hard dependency: imported with the module, so a missing h5py makes `medvox prerender` say so at once
 import yaml
-from .core import (MedvoxError, ConfigError, InputError, StoreError, config_section, load_config,
+from .core import (MedvoxError, ConfigError, InputError, StoreError, config_section, opt, load_config, parse_overrides,
                             save_config, atomic_path, atomic_write, sha256_file, run_info, get_logger, progress,
-                            command, add_config_args, to_dict)
+                            command, add_config_args, add_section_args, section_overrides, to_dict)
+from .voxelize import VoxelizeConfig, Voxelizer, add_voxelize_args, naming_os_errors
 
 # %% auto #0
-__all__ = ['VOXELIZATION_METHODS', 'COMPRESSIONS', 'FORMAT_VERSION', 'BATCH_PATTERN', 'DataConfig', 'PrerenderConfig',
-           'make_voxelizer', 'quantize', 'h5_compression', 'chunk_shape', 'write_sparse_chunks', 'batch_path',
-           'batch_files', 'write_batch', 'open_batch', 'read_batch_summary', 'voxelize_batch', 'parse_shard',
-           'PrerenderResult', 'prerender', 'write_metadata', 'read_metadata', 'verify_store', 'flag_overrides']
+__all__ = ['Compression', 'COMPRESSIONS', 'FORMAT_VERSION', 'BATCH_PATTERN', 'PrerenderConfig', 'quantize', 'h5_compression',
+           'chunk_shape', 'write_sparse_chunks', 'source_fingerprint', 'describe_source', 'batch_path', 'batch_files',
+           'sample_info', 'write_batch', 'open_batch', 'read_batch_summary', 'voxelize_batch', 'parse_shard',
+           'PrerenderResult', 'prerender', 'write_metadata', 'read_metadata', 'verify_store', 'prerender_flags',
+           'flag_layer']
 
 # %% ../nbs/03_prerender.ipynb #766421ba
-VOXELIZATION_METHODS = ('occupancy', 'density', 'gaussian')
-
-@config_section('data')
-@dataclass
-class DataConfig:
-    "Where the point clouds are and how they are voxelized (names as in the design documents)."
-    input_h5: str|None = None              # point clouds: a file (HDF5/CSV), a folder or a glob
-    pixel_size: float|None = None          # nm per camera pixel, for Picasso files
-    voxel_size: int|tuple[int, int, int] = 64
-    voxelization_method: str = 'gaussian'  # occupancy | density | gaussian
-    sigma: float|tuple[float, float, float] = 1.0   # gaussian sigma in voxels
-    volume_dims: tuple[float, float, float] = (28000., 28000., 1600.)  # nm
-    padding: tuple[float, float, float] = (0., 0., 0.)                 # nm, each side
-    normalize: str = 'none'                # none | max | minmax (the seed's min-max scaling)
-    origin: str = 'center'                 # where each sample's box sits (see the voxelizer)
-    use_prerendered: bool = False
-    prerendered_dir: str|None = None
-    cache: bool = False                    # keep loaded prerendered samples in memory
-    num_workers: int = 0
-    val_fraction: float = 0.1
-    train_data_dir: str|None = None        # NIfTI folders for the MONAI stages
-    val_data_dir: str|None = None
-    def validate(self):
-        if self.voxelization_method not in VOXELIZATION_METHODS:
-            raise ConfigError(f'data.voxelization_method: {self.voxelization_method!r} is not one of {", ".join(VOXELIZATION_METHODS)}')
-        if not 0 <= self.val_fraction < 1: raise ConfigError(f'data.val_fraction must be in [0, 1), got {self.val_fraction}')
-        if self.num_workers < 0: raise ConfigError(f'data.num_workers must be >= 0, got {self.num_workers}')
-
-COMPRESSIONS = ('gzip', 'lzf', 'none', 'blosc', 'zstd')
+Compression = Literal['gzip', 'lzf', 'none', 'blosc', 'zstd']
+COMPRESSIONS = get_args(Compression)
 
 @config_section('prerender')
 @dataclass
 class PrerenderConfig:
     "How the store is written (names and defaults as in the prerender guide)."
-    output_dir: str|None = None
-    max_samples: int|None = None   # only the first N samples (null = all)
-    batch_size: int = 100          # samples per HDF5 file
-    threshold: float = 0.001       # values below are set to 0
-    precision: int = 10            # decimal places kept
-    compression: str = 'gzip'      # gzip | lzf | none | blosc | zstd
-    compression_level: int|None = None
-    chunk_size: int = 32           # edge of the HDF5 chunks inside a sample (voxels); empty chunks are not stored
-    overwrite: bool = False
-    num_workers: int = 0           # processes reading point clouds
-    device: str = 'cpu'            # voxelize on cpu | cuda | auto
+    output_dir: str|None = opt(None, help='store folder')
+    max_samples: int|None = opt(None, help='only the first N samples (null: all)')
+    batch_size: int = opt(100, help='samples per HDF5 file')
+    threshold: float = opt(0.001, help='values below are stored as 0')
+    precision: int = opt(10, help='decimal places kept')
+    compression: Compression = opt('gzip', help='HDF5 filter (blosc and zstd need hdf5plugin)')
+    compression_level: int|None = opt(None, help="the filter's level (null: its default)")
+    chunk_size: int = opt(32, help='HDF5 chunk edge in voxels inside a sample (empty chunks are not stored)')
+    overwrite: bool = opt(False, help='recompute everything (default: keep the complete batches of an earlier run of the same source and parameters)')
+    num_workers: int = opt(0, help='processes reading point clouds')
+    device: str = opt('cpu', help='voxelize on cpu, cuda or auto')
     def validate(self):
-        if self.compression not in COMPRESSIONS:
-            raise ConfigError(f'prerender.compression: {self.compression!r} is not one of {", ".join(COMPRESSIONS)}')
         if self.batch_size < 1: raise ConfigError(f'prerender.batch_size must be >= 1, got {self.batch_size}')
         if self.max_samples is not None and self.max_samples < 1: raise ConfigError(f'prerender.max_samples must be >= 1 or null, got {self.max_samples}')
         if not 4 <= self.chunk_size <= 1024: raise ConfigError(f'prerender.chunk_size must be in 4..1024 voxels, got {self.chunk_size}')
         if self.threshold < 0: raise ConfigError(f'prerender.threshold must be >= 0, got {self.threshold}')
         if not 0 <= self.precision <= 20: raise ConfigError(f'prerender.precision must be in 0..20 decimals, got {self.precision}')
         if self.num_workers < 0: raise ConfigError(f'prerender.num_workers must be >= 0, got {self.num_workers}')
-
-# %% ../nbs/03_prerender.ipynb #05802a69
-def make_voxelizer(data: DataConfig, device='cpu'):
-    "The `Voxelizer` described by a `data` config section."
-    from medvox_nb.voxelize import Voxelizer
-    from medvox_nb.core import get_device
-    return Voxelizer(voxel_size=data.voxel_size, method=data.voxelization_method, sigma=data.sigma,
-                     volume_dims=data.volume_dims, padding=data.padding, normalize=data.normalize,
-                     origin=data.origin, device=get_device(device))
 
 # %% ../nbs/03_prerender.ipynb #bc211109
 def quantize(vox: np.ndarray, threshold: float=0.001, precision: int|None=10) -> np.ndarray:
@@ -120,7 +84,27 @@ def write_sparse_chunks(dset, i: int, vol: np.ndarray):
                 if blk.any(): dset[i, a:a + cx, b:b + cy, c:c + cz] = blk
 
 # %% ../nbs/03_prerender.ipynb #1ab61597
-FORMAT_VERSION = 1
+def source_fingerprint(clouds) -> dict:
+    """Fingerprint of a `PointCloudCollection`: `files` (path, bytes, sha256 each), `n_source_samples`, `pixel_size`
+    and `digest`, a SHA-256 over the content (not the paths)."""
+    files = [dict(path=str(Path(p).resolve()), bytes=Path(p).stat().st_size, sha256=sha256_file(p)) for p in clouds.source_files]
+    content = dict(files=[[f['bytes'], f['sha256']] for f in files], n_source_samples=len(clouds), pixel_size=clouds.pixel_size)
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return dict(digest=digest, n_source_samples=len(clouds), pixel_size=clouds.pixel_size, files=files)
+
+def describe_source(fp: dict|None) -> str:
+    "One line naming a fingerprinted source: its files (a folder's files share the folder), sample count, digest."
+    if not fp: return 'an unrecorded source (a store written before source fingerprints)'
+    paths = [Path(f['path']) for f in fp['files']]
+    if len(paths) == 1: where = str(paths[0])
+    elif len({p.parent for p in paths}) == 1:
+        names = ', '.join(p.name for p in paths[:3]) + (f', ... ({len(paths)} files)' if len(paths) > 3 else '')
+        where = f'{paths[0].parent}/{{{names}}}'
+    else: where = f'{len(paths)} files ({paths[0]}, ...)'
+    return f'{where} ({fp["n_source_samples"]} samples, digest {fp["digest"][:12]})'
+
+# %% ../nbs/03_prerender.ipynb #e8098547
+FORMAT_VERSION = 2   # 2: source fingerprint, labels, sources and source_samples per batch
 BATCH_PATTERN = 'voxels_batch_{:04d}.h5'
 
 def batch_path(out_dir, b: int) -> Path: return Path(out_dir)/BATCH_PATTERN.format(b)
@@ -129,51 +113,66 @@ def batch_files(out_dir) -> list[Path]:
     "Complete batch files of a store, in batch order (temporary files are never matched)."
     return sorted(p for p in Path(out_dir).glob('voxels_batch_*.h5') if re.fullmatch(r'voxels_batch_\d{4,}\.h5', p.name))
 
-def write_batch(path, b: int, vb, indices, names, skipped: list, params: dict, cfg: PrerenderConfig) -> dict:
-    "Write one batch file atomically; returns its summary for the metadata."
+def sample_info(clouds, positions) -> dict:
+    "`names`, `labels`, `sources`, `source_samples` of sample `positions` of a `PointCloudCollection`."
+    where = [clouds.where(p) for p in positions]
+    return dict(names=[clouds.names[p] for p in positions], labels=[clouds.labels[p] for p in positions],
+                sources=[str(Path(f).resolve()) for f, _ in where], source_samples=[-1 if j is None else j for _, j in where])
+
+def write_batch(path, b: int, vb, indices, info: dict, skipped: list, params: dict, source: dict, cfg: PrerenderConfig) -> dict:
+    "Write one batch file atomically (`info`: `sample_info` of `indices`); returns its summary for the metadata."
     vox = quantize(vb.voxels.cpu().numpy(), cfg.threshold, cfg.precision) if len(indices) else np.zeros((0, *params['grid_shape']), np.float32)
     comp = h5_compression(cfg.compression, cfg.compression_level)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, 'w', track_order=True) as f:
-            layout = dict(chunks=chunk_shape(params['grid_shape'], cfg.chunk_size), **comp) if len(vox) else {}  # a batch may have no valid sample
-            d = f.create_dataset('voxels', shape=(len(vox), *params['grid_shape']), dtype='f4', fillvalue=0, track_times=False, **layout)
-            for i in range(len(vox)): write_sparse_chunks(d, i, vox[i])
-            f.create_dataset('indices', data=np.asarray(indices, np.int64), track_times=False)
-            f.create_dataset('names', data=np.asarray(names, dtype=object), dtype=h5py.string_dtype(), track_times=False)
-            f.create_dataset('affines', data=np.asarray(vb.affines if len(indices) else np.zeros((0, 4, 4)), np.float64), track_times=False)
-            for k in ('n_points', 'n_dropped', 'n_nonfinite'):
-                f.create_dataset(k, data=np.asarray(getattr(vb, k) if len(indices) else [], np.int64), track_times=False)
-            f.attrs['batch'] = b
-            f.attrs['format_version'] = FORMAT_VERSION
-            f.attrs['params'] = json.dumps(params, sort_keys=True)
-            f.attrs['skipped'] = json.dumps(skipped)
+    with h5py.File(f'{Path(path).name}.in-memory', 'w', driver='core', backing_store=False, track_order=True) as f:
+        layout = dict(chunks=chunk_shape(params['grid_shape'], cfg.chunk_size), **comp) if len(vox) else {}  # a batch may have no valid sample
+        d = f.create_dataset('voxels', shape=(len(vox), *params['grid_shape']), dtype='f4', fillvalue=0, track_times=False, **layout)
+        for i in range(len(vox)): write_sparse_chunks(d, i, vox[i])
+        f.create_dataset('indices', data=np.asarray(indices, np.int64), track_times=False)
+        for k in ('names', 'labels', 'sources'): f.create_dataset(k, data=np.asarray(info[k], dtype=object), dtype=h5py.string_dtype(), track_times=False)
+        f.create_dataset('source_samples', data=np.asarray(info['source_samples'], np.int64), track_times=False)
+        f.create_dataset('affines', data=np.asarray(vb.affines if len(indices) else np.zeros((0, 4, 4)), np.float64), track_times=False)
+        for k in ('n_points', 'n_dropped', 'n_nonfinite'):
+            f.create_dataset(k, data=np.asarray(getattr(vb, k) if len(indices) else [], np.int64), track_times=False)
+        f.attrs['batch'] = b
+        f.attrs['format_version'] = FORMAT_VERSION
+        f.attrs['params'] = json.dumps(params, sort_keys=True)
+        f.attrs['source'] = json.dumps(source, sort_keys=True)
+        f.attrs['skipped'] = json.dumps(skipped)
+        f.flush(); image = f.id.get_file_image()
+    with naming_os_errors(path), atomic_write(path) as out: out.write(image)
     nz = (vox != 0).reshape(len(vox), -1).mean(1) if len(vox) else np.zeros(0)
     return dict(file=Path(path).name, batch=b, n_samples=int(len(indices)), first_index=int(indices[0]) if len(indices) else None,
                 last_index=int(indices[-1]) if len(indices) else None, bytes=Path(path).stat().st_size,
                 nonzero_fraction=[float(x) for x in nz], skipped=skipped)
 
-# %% ../nbs/03_prerender.ipynb #e8098547
+# %% ../nbs/03_prerender.ipynb #b2bbe298
+def _os_error(e: OSError, path) -> OSError|None:
+    "h5py's `OSError` carrying an errno (no permission, no such file, is a folder) as a plain one naming `path`, else None."
+    return OSError(e.errno, os.strerror(e.errno), str(path)) if e.errno else None
+
 def open_batch(path) -> h5py.File:
     "Open a batch file read-only; a truncated or foreign file is a `StoreError` naming it."
     try: f = h5py.File(path, 'r')
-    except OSError as e: raise StoreError(f'cannot open batch file ({str(e).splitlines()[0]})', path=path, hint='rerun prerender with --overwrite') from None
+    except OSError as e:
+        if (oe := _os_error(e, path)): raise oe from None
+        raise StoreError(f'cannot open batch file ({str(e).splitlines()[0]})', path=path, hint='rerun prerender with --overwrite') from None
     if 'voxels' not in f or 'indices' not in f:
         f.close(); raise StoreError("not a medvox batch file (no 'voxels'/'indices')", path=path)
     return f
 
 def read_batch_summary(path) -> dict:
-    "The metadata entry of an existing batch file."
+    "The metadata entry of an existing batch file, with its `params` and `source` fingerprint (None before format 2)."
     with open_batch(path) as f:
         idx = f['indices'][:]
         nz = [float(np.count_nonzero(f['voxels'][i]) / f['voxels'][i].size) for i in range(len(idx))]
         return dict(file=Path(path).name, batch=int(f.attrs['batch']), n_samples=int(len(idx)),
                     first_index=int(idx[0]) if len(idx) else None, last_index=int(idx[-1]) if len(idx) else None,
                     bytes=Path(path).stat().st_size, nonzero_fraction=nz, skipped=json.loads(f.attrs.get('skipped', '[]')),
-                    params=json.loads(f.attrs['params']))
+                    params=json.loads(f.attrs['params']), source=json.loads(f.attrs['source']) if 'source' in f.attrs else None)
 
 # %% ../nbs/03_prerender.ipynb #a4e1a235
-class _CloudReader(torch.utils.data.Dataset):
-    "Reads sample positions of a point-cloud collection; errors are returned, not raised."
+class _CloudReader:
+    "Reads sample positions of a point-cloud collection (a map-style dataset for a DataLoader); errors are returned, not raised."
     def __init__(self, clouds, positions): self.clouds, self.positions = clouds, list(positions)
     def __len__(self): return len(self.positions)
     def __getitem__(self, i):
@@ -187,6 +186,7 @@ class _CloudReader(torch.utils.data.Dataset):
 
 def _read_batches(clouds, batches: list[list[int]], num_workers: int=0):
     "Yield (batch positions, [(pos, name, points|None, error|None, n_nonfinite), ...]) in batch order."
+    import torch
     flat = [p for b in batches for p in b]
     ds = _CloudReader(clouds, flat)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
@@ -212,7 +212,7 @@ def voxelize_batch(voxelizer, items):
     return None, [], [], sorted(skipped, key=lambda s: s['index'])
 
 # %% ../nbs/03_prerender.ipynb #97733c3b
-def _params(voxelizer, data: DataConfig, cfg: PrerenderConfig) -> dict:
+def _params(voxelizer, cfg: PrerenderConfig) -> dict:
     "The parameters that define the stored voxels (a store can only be resumed with the same ones)."
     p = dict(voxelizer.params())
     p.update(threshold=cfg.threshold, precision=cfg.precision, compression=cfg.compression,
@@ -239,36 +239,63 @@ class PrerenderResult:
     skipped: list = field(default_factory=list)
 
 # %% ../nbs/03_prerender.ipynb #4d71f618
-def prerender(data: DataConfig, cfg: PrerenderConfig, out_dir=None, shard: str|None=None, log=None) -> PrerenderResult:
-    """Voxelize the point clouds of `data.input_h5` into a store at `out_dir` (default `cfg.output_dir`).
-    Complete batch files of an earlier run with the same parameters are kept (unless `cfg.overwrite`)."""
-    from medvox_nb.pointcloud import open_pointclouds
-    log = log or get_logger('prerender')
-    out_dir = Path(out_dir or cfg.output_dir or '')
-    if not str(out_dir) or str(out_dir) == '.': raise ConfigError('no output directory: give --output-dir or prerender.output_dir')
-    if data.input_h5 is None: raise ConfigError('no input: give --input-h5 or data.input_h5')
-    si, sn = parse_shard(shard)
-    clouds = open_pointclouds(data.input_h5, pixel_size=data.pixel_size)
-    n_total = len(clouds) if cfg.max_samples is None else min(cfg.max_samples, len(clouds))
-    if n_total == 0: raise InputError('no samples found', path=data.input_h5)
-    vz = make_voxelizer(data, cfg.device)
-    params = _params(vz, data, cfg)
-    batches = [list(range(s, min(s + cfg.batch_size, n_total))) for s in range(0, n_total, cfg.batch_size)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.overwrite and si == 0:
-        for p in batch_files(out_dir): p.unlink()
-        (out_dir/'metadata.yaml').unlink(missing_ok=True)
-    # keep complete batches made with the same parameters; refuse to mix parameters
+def _param_diff(old: dict|None, new: dict) -> list[str]:
+    "Names of the parameters that differ between two `params` dicts."
+    old = old or {}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+def _same_source(old: dict|None, new: dict|None) -> bool: return bool(old and new) and old.get('digest') == new.get('digest')
+
+def _existing_batches(out_dir, params: dict, fp: dict, log) -> list[int]:
+    "Batch numbers of the complete batches in `out_dir` that this run can keep; raises `StoreError` for another source or parameters."
+    mp = Path(out_dir)/'metadata.yaml'
+    if mp.exists():
+        try: meta = yaml.safe_load(mp.read_text())
+        except yaml.YAMLError: meta = None      # rewritten at the end of this run; the batches are checked one by one
+        if isinstance(meta, dict): _check_kept(dict(source=meta.get('source'), params=meta.get('voxelizer')), params, fp, mp, out_dir)
     kept = []
     for p in batch_files(out_dir):
         try: s = read_batch_summary(p)
         except StoreError:
             log.warning(f'{p}: unreadable batch file, recomputing it'); p.unlink(); continue
-        if s['params'] != params:
-            diff = sorted(k for k in set(s['params']) | set(params) if s['params'].get(k) != params.get(k))
-            raise StoreError(f'existing batch was made with other parameters ({", ".join(diff)})', path=p,
-                             hint='use --overwrite or another --output-dir')
-        if s['batch'] < len(batches): kept.append(s['batch'])
+        _check_kept(s, params, fp, p, out_dir)
+        kept.append(s['batch'])
+    return kept
+
+def _check_kept(old: dict, params: dict, fp: dict, path, out_dir):
+    "Refuse to keep a batch (or metadata) `old` (its `params` and `source`) of another source or with other parameters."
+    if not _same_source(old.get('source'), fp):
+        raise StoreError(f'{out_dir} holds voxels of {describe_source(old.get("source"))}, not of {describe_source(fp)}', path=path,
+                         hint='use --overwrite to replace the store, or another --output-dir')
+    if diff := _param_diff(old.get('params'), params):
+        raise StoreError(f'existing batch was made with other parameters ({", ".join(diff)})', path=path, hint='use --overwrite or another --output-dir')
+
+# %% ../nbs/03_prerender.ipynb #b3564707
+def prerender(source, vox: VoxelizeConfig, cfg: PrerenderConfig, out_dir=None, pixel_size: float|None=None,
+              shard: str|None=None, log=None) -> PrerenderResult:
+    """Voxelize the point clouds of `source` (a file, folder or glob) as `vox` says (a `VoxelizeConfig`, or the `data`
+    section, which extends it) into a store at `out_dir` (default `cfg.output_dir`). `pixel_size`: nm per pixel of
+    Picasso files. Complete batch files of an earlier run of the same source with the same parameters are kept
+    (unless `cfg.overwrite`); those of another source or other parameters make it a `StoreError`."""
+    from medvox_nb.pointcloud import open_pointclouds
+    log = log or get_logger('prerender')
+    out_dir = Path(out_dir or cfg.output_dir or '')
+    if not str(out_dir) or str(out_dir) == '.': raise ConfigError('no output directory: give --output-dir or prerender.output_dir')
+    if source is None: raise ConfigError('no input: give --input-h5 or data.input_h5')
+    if out_dir.exists() and not out_dir.is_dir(): raise StoreError('is a file, not a folder', path=out_dir, hint='give another --output-dir')
+    si, sn = parse_shard(shard)
+    clouds = open_pointclouds(source, pixel_size=pixel_size)
+    n_total = len(clouds) if cfg.max_samples is None else min(cfg.max_samples, len(clouds))
+    if n_total == 0: raise InputError('no samples found', path=source)
+    vz = Voxelizer.from_config(vox, device=cfg.device)
+    params = _params(vz, cfg)
+    fp = source_fingerprint(clouds)
+    batches = [list(range(s, min(s + cfg.batch_size, n_total))) for s in range(0, n_total, cfg.batch_size)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite and si == 0:
+        for p in batch_files(out_dir): p.unlink()
+        (out_dir/'metadata.yaml').unlink(missing_ok=True)
+    kept = [b for b in _existing_batches(out_dir, params, fp, log) if b < len(batches)]
     mine = [b for b in range(len(batches)) if b % sn == si and b not in kept]
     for b in mine:  # temporary files a killed run left behind (only this shard's batches: others may be writing theirs)
         for stale in out_dir.glob(f'.{batch_path(out_dir, b).name}.*'): stale.unlink(missing_ok=True)
@@ -276,15 +303,15 @@ def prerender(data: DataConfig, cfg: PrerenderConfig, out_dir=None, shard: str|N
     if mine:
         reader = _read_batches(clouds, [batches[b] for b in mine], num_workers=cfg.num_workers)
         for b, (pos, items) in zip(mine, progress(reader, total=len(mine), desc=f'prerender {out_dir.name}')):
-            vb, idx, names, skipped = voxelize_batch(vz, items)
+            vb, idx, _, skipped = voxelize_batch(vz, items)
             for s in skipped: log.warning(f'skipped sample {s["index"]}: {s["reason"]}')
-            write_batch(batch_path(out_dir, b), b, vb, idx, names, skipped, params, cfg)
+            write_batch(batch_path(out_dir, b), b, vb, idx, sample_info(clouds, idx), skipped, params, fp, cfg)
             written.append(b)
     have = {read_batch_summary(p)['batch']: p for p in batch_files(out_dir)}
     complete = all(b in have for b in range(len(batches)))
     res = PrerenderResult(out_dir, 0, 0, written, sorted(kept), complete)
     if complete:
-        meta = write_metadata(out_dir, [have[b] for b in range(len(batches))], params, data, cfg, clouds, n_total)
+        meta = write_metadata(out_dir, [have[b] for b in range(len(batches))], params, vox, cfg, fp, n_total)
         res.n_samples, res.skipped = meta['n_samples'], meta['skipped']
         res.n_skipped = len(res.skipped)
     else:
@@ -292,8 +319,10 @@ def prerender(data: DataConfig, cfg: PrerenderConfig, out_dir=None, shard: str|N
     return res
 
 # %% ../nbs/03_prerender.ipynb #4cb2a91e
-def write_metadata(out_dir, files, params, data: DataConfig, cfg: PrerenderConfig, clouds, n_total) -> dict:
+def write_metadata(out_dir, files, params, vox: VoxelizeConfig, cfg: PrerenderConfig, source: dict, n_total) -> dict:
+    "Write `metadata.yaml` for the complete batch `files` (all checked against `params` and the `source` fingerprint)."
     summaries = [read_batch_summary(p) for p in files]
+    for p, s in zip(files, summaries): _check_kept(s, params, source, p, out_dir)   # batches another shard wrote meanwhile too
     nz = np.array([x for s in summaries for x in s['nonzero_fraction']] or [0.0])
     n = sum(s['n_samples'] for s in summaries)
     skipped = [k for s in summaries for k in s['skipped']]
@@ -301,20 +330,19 @@ def write_metadata(out_dir, files, params, data: DataConfig, cfg: PrerenderConfi
     meta = dict(
         format_version=FORMAT_VERSION, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
         n_samples=n, n_source_samples=n_total, n_skipped=len(skipped), grid_shape=params['grid_shape'],
-        voxelization=dict(voxel_size=data.voxel_size, voxelization_method=data.voxelization_method, sigma=data.sigma,
-                          volume_dims=list(data.volume_dims), padding=list(data.padding), normalize=data.normalize, origin=data.origin),
+        voxelization={k: v for k, v in to_dict(vox).items() if k in {f.name for f in fields(VoxelizeConfig)}},
         voxelizer=params, affine_first_sample=aff,
         affine_note='per-sample voxel-index -> nm affines are in each batch file (dataset `affines`); '
                     'with origin=center they differ by a translation only',
         prerender=to_dict(cfg),
         batches=[{k: v for k, v in s.items() if k not in ('params', 'nonzero_fraction', 'skipped')} for s in summaries],
         batch_checksums={Path(p).name: sha256_file(p) for p in files},
-        sources=[dict(path=str(p), sha256=sha256_file(p), bytes=Path(p).stat().st_size) for p in clouds.source_files],
+        source=source,
         sparsity=dict(mean_nonzero_fraction=float(nz.mean()), min_nonzero_fraction=float(nz.min()), max_nonzero_fraction=float(nz.max())),
         bytes_total=int(sum(s['bytes'] for s in summaries)),
         bytes_per_sample=float(sum(s['bytes'] for s in summaries) / max(n, 1)),
         skipped=skipped, versions=run_info())
-    with atomic_write(Path(out_dir)/'metadata.yaml', 'w') as f: yaml.safe_dump(meta, f, sort_keys=False)
+    with naming_os_errors(Path(out_dir)/'metadata.yaml'), atomic_write(Path(out_dir)/'metadata.yaml', 'w') as f: yaml.safe_dump(meta, f, sort_keys=False)
     return meta
 
 def read_metadata(store) -> dict:
@@ -329,75 +357,81 @@ def read_metadata(store) -> dict:
     return meta
 
 # %% ../nbs/03_prerender.ipynb #c4aef9c2
+def _identity_problem(f: h5py.File, b: int, meta: dict, p) -> StoreError|None:
+    "Why open batch `f`, listed as number `b`, does not belong to the store described by `meta` (None if it does)."
+    if int(f.attrs.get('batch', -1)) != b: return StoreError(f'batch file says it is batch {f.attrs.get("batch")}, metadata lists it as batch {b}', path=p)
+    src = json.loads(f.attrs['source']) if 'source' in f.attrs else None
+    params = json.loads(f.attrs['params']) if 'params' in f.attrs else None
+    if not _same_source(src, meta.get('source')):
+        return StoreError(f'batch was made from {describe_source(src)}, the store from {describe_source(meta.get("source"))}', path=p,
+                          hint='rerun medvox prerender with --overwrite')
+    if diff := _param_diff(params, meta.get('voxelizer') or {}):
+        return StoreError(f'batch was made with other parameters than the store ({", ".join(diff)})', path=p, hint='rerun medvox prerender with --overwrite')
+    bs, n = params['batch_size'], meta['n_source_samples']
+    expect = list(range(b * bs, min((b + 1) * bs, n)))
+    have = sorted([int(i) for i in f['indices'][:]] + [int(k['index']) for k in json.loads(f.attrs.get('skipped', '[]'))])
+    if have != expect: return StoreError(f'batch holds sample positions {have[:4]}..., expected {expect[0]}..{expect[-1]}', path=p)
+    return None
+
+def _check_batch(f: h5py.File, b: int, meta: dict, p) -> int:
+    "Check open batch `f` (listed as number `b`) against the store's `meta`: identity, shapes, finite values. Returns its sample count."
+    if (e := _identity_problem(f, b, meta, p)): raise e
+    v = f['voxels']
+    if v.shape[0] != f['indices'].shape[0] or list(v.shape[1:]) != list(meta['grid_shape']):
+        raise StoreError(f'voxels shape {v.shape} does not match {f["indices"].shape[0]} samples of {meta["grid_shape"]}', path=p)
+    for i in range(v.shape[0]):
+        if not np.isfinite(v[i]).all(): raise StoreError('non-finite voxel values', path=p, sample=int(f['indices'][i]))
+    return v.shape[0]
+
+# %% ../nbs/03_prerender.ipynb #024b818d
 def verify_store(store) -> dict:
-    "Check a store: metadata, every batch present and readable, checksums, shapes and sample counts. Raises `StoreError`."
+    "Check a store (see above); returns counts, raises `StoreError` naming the first problem."
     meta = read_metadata(store)
+    if not meta.get('source'):
+        raise StoreError(f'the store was written before source fingerprints (format {meta.get("format_version")}); its source cannot be checked',
+                         path=store, hint='rerun medvox prerender with --overwrite')
     files = batch_files(store)
     if not files: raise StoreError('no batch files found (voxels_batch_*.h5)', path=store, hint='rerun medvox prerender')
     listed = [b['file'] for b in meta['batches']]
     missing = [f for f in listed if not (Path(store)/f).exists()]
     if missing: raise StoreError(f'{len(missing)} batch files listed in metadata are missing: {", ".join(missing[:3])}', path=store)
+    extra = [p.name for p in files if p.name not in listed]
+    if extra: raise StoreError(f'{len(extra)} batch files are not listed in metadata: {", ".join(extra[:3])}', path=store,
+                               hint='rerun medvox prerender with --overwrite')
     n = 0
-    for name in listed:
+    for b, name in enumerate(listed):
         p = Path(store)/name
         if meta.get('batch_checksums', {}).get(name) not in (None, sha256_file(p)):
-            raise StoreError('checksum differs from metadata (file changed or corrupt)', path=p)
-        with open_batch(p) as f:
-            v, idx = f['voxels'], f['indices']
-            if v.shape[0] != idx.shape[0] or list(v.shape[1:]) != list(meta['grid_shape']):
-                raise StoreError(f'voxels shape {v.shape} does not match {len(idx)} samples of {meta["grid_shape"]}', path=p)
-            for i in range(v.shape[0]):
-                x = v[i]
-                if not np.isfinite(x).all(): raise StoreError('non-finite voxel values', path=p, sample=int(idx[i]))
-            n += v.shape[0]
+            e = None
+            with contextlib.suppress(Exception):   # a batch of another store says whose it is; a corrupt one may not even open
+                with open_batch(p) as f: e = _identity_problem(f, b, meta, p)
+            raise e or StoreError('checksum differs from metadata (file changed or corrupt)', path=p)
+        with open_batch(p) as f: n += _check_batch(f, b, meta, p)
     if n != meta['n_samples']: raise StoreError(f'{n} samples in batch files but metadata says {meta["n_samples"]}', path=store)
     return dict(n_samples=n, n_batches=len(listed), n_skipped=meta.get('n_skipped', 0), bytes_per_sample=meta.get('bytes_per_sample'))
 
 # %% ../nbs/03_prerender.ipynb #ad7b53ed
-_FLAG_KEYS = [  # (flag, section.key, nargs)
-    ('input_h5', 'data.input_h5', None), ('pixel_size', 'data.pixel_size', None),
-    ('voxel_size', 'data.voxel_size', '+'), ('voxelization_method', 'data.voxelization_method', None),
-    ('sigma', 'data.sigma', '+'), ('volume_dims', 'data.volume_dims', 3), ('padding', 'data.padding', 3),
-    ('normalize', 'data.normalize', None), ('origin', 'data.origin', None),
-    ('output_dir', 'prerender.output_dir', None), ('batch_size', 'prerender.batch_size', None),
-    ('threshold', 'prerender.threshold', None), ('precision', 'prerender.precision', None),
-    ('compression', 'prerender.compression', None), ('max_samples', 'prerender.max_samples', None), ('chunk_size', 'prerender.chunk_size', None),
-    ('num_workers', 'prerender.num_workers', None), ('device', 'prerender.device', None)]
+_DATA_FLAGS = ('input_h5', 'pixel_size')   # the data section's source flags; its voxelization flags come from add_voxelize_args
 
-def flag_overrides(args) -> list[str]:
-    "`--set` style overrides for the flags given explicitly on the command line."
-    out = []
-    for flag, key, nargs in _FLAG_KEYS:
-        v = getattr(args, flag, None)
-        if v is None: continue
-        if isinstance(v, list): v = v[0] if len(v) == 1 else json.dumps(v)
-        out.append(f'{key}={v}')
-    if getattr(args, 'overwrite', False): out.append('prerender.overwrite=true')
-    return out
+def prerender_flags(p) -> list[str]:
+    "Add the seed's flags, generated from the `data` (source, voxelization) and `prerender` sections, to parser `p`."
+    from medvox_nb.dataset import DataConfig
+    g = p.add_argument_group("data: the point clouds and how they become voxels (the design documents' flags; they override the config)")
+    names = add_section_args(g, DataConfig, only=_DATA_FLAGS) + add_voxelize_args(g)
+    add_section_args(p, PrerenderConfig, group='prerender: how the store is written')
+    return names
 
+def flag_layer(args, data_flags) -> dict:
+    "The flags given on the command line as a config layer `{'data': {...}, 'prerender': {...}}`."
+    from medvox_nb.dataset import DataConfig
+    data = {k: v for k, v in section_overrides(args, DataConfig, 'data').get('data', {}).items() if k in data_flags}
+    return {**({'data': data} if data else {}), **section_overrides(args, PrerenderConfig, 'prerender')}
+
+# %% ../nbs/03_prerender.ipynb #9a6ba281
 @command('prerender', 'Voxelize a point-cloud dataset once into a batched, compressed HDF5 store')
 def _prerender_cmd(p):
     add_config_args(p)
-    g = p.add_argument_group('the design documents\' flags (override the config)')
-    g.add_argument('--input-h5', help='point clouds: HDF5 (seed or ragged layout, Picasso), CSV, folder or glob')
-    g.add_argument('--output-dir', help='store folder')
-    g.add_argument('--voxel-size', type=int, nargs='+', help='grid size: N or X Y Z')
-    g.add_argument('--voxelization-method', choices=VOXELIZATION_METHODS)
-    g.add_argument('--sigma', type=float, nargs='+', help='gaussian sigma in voxels: s or sx sy sz')
-    g.add_argument('--volume-dims', type=float, nargs=3, metavar=('X', 'Y', 'Z'), help='volume size in nm')
-    g.add_argument('--padding', type=float, nargs=3, metavar=('X', 'Y', 'Z'), help='padding in nm on each side')
-    g.add_argument('--batch-size', type=int, help='samples per HDF5 file')
-    g.add_argument('--threshold', type=float, help='values below are stored as 0')
-    g.add_argument('--precision', type=int, help='decimal places kept')
-    g.add_argument('--compression', choices=COMPRESSIONS)
-    g.add_argument('--max-samples', type=int, help='only the first N samples (testing)')
-    g.add_argument('--chunk-size', type=int, help='HDF5 chunk edge in voxels inside a sample (empty chunks are not stored)')
-    g.add_argument('--overwrite', action='store_true', help='recompute everything (default: keep complete batches)')
-    g.add_argument('--pixel-size', type=float, help='nm per pixel for Picasso files')
-    g.add_argument('--normalize', choices=('none', 'max', 'minmax'))
-    g.add_argument('--origin', help='box placement: center (default) or zero')
-    p.add_argument('--num-workers', type=int, help='processes reading point clouds')
-    p.add_argument('--device', help='cpu | cuda | auto')
+    data_flags = prerender_flags(p)
     p.add_argument('--shard', help='i/n: compute only batches b with b %% n == i')
     p.add_argument('--verify', metavar='DIR', help='check an existing store and exit')
     def run(args):
@@ -406,10 +440,11 @@ def _prerender_cmd(p):
             print(f'{args.verify}: ok, {r["n_samples"]} samples in {r["n_batches"]} batches, '
                   f'{r["n_skipped"]} skipped at prerender, {r["bytes_per_sample"]/1e6:.3f} MB/sample')
             return 0
-        cfg = load_config(*args.config, overrides=args.overrides + flag_overrides(args), sections=['data', 'prerender'])
+        from medvox_nb.dataset import DataConfig   # registers the data section
+        cfg = load_config(*args.config, parse_overrides(args.overrides), flag_layer(args, data_flags), sections=['data', 'prerender'])
         out = Path(cfg.prerender.output_dir or '')
         if not cfg.prerender.output_dir: raise ConfigError('no output directory: give --output-dir or prerender.output_dir')
-        res = prerender(cfg.data, cfg.prerender, out, shard=args.shard)
+        res = prerender(cfg.data.input_h5, cfg.data, cfg.prerender, out, pixel_size=cfg.data.pixel_size, shard=args.shard)
         save_config(cfg, out/'config.yaml')
         if res.complete:
             print(f'{out}: {res.n_samples} samples stored ({len(res.batches_written)} batches written, '

@@ -4,24 +4,27 @@
 
 # %% ../nbs/02_voxelize.ipynb #2a5df7d3
 from __future__ import annotations
-import json, math
-from dataclasses import dataclass
+import contextlib, errno, json, math, os
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 import numpy as np
-import torch
-from .core import (ConfigError, InputError, DependencyError, atomic_write, command, get_device,
-                            get_logger, run_info)
+from fastcore.basics import patch
+from .core import (ConfigError, InputError, DependencyError, atomic_write, command, get_device, get_logger,
+                            run_info, opt, from_dict, add_section_args, section_overrides)
 
 # %% auto #0
-__all__ = ['METHODS', 'NORMALIZE', 'ORIGINS', 'TRUNCATE', 'MAX_GRID', 'CHUNK_VOXELS', 'synthetic_cloud', 'gaussian_kernel1d',
-           'reflect_index', 'gaussian_matrix', 'gaussian_filter_batch', 'VoxelBatch', 'Voxelizer', 'voxelize',
-           'mip_extent', 'voxels_to_points', 'write_npz']
+__all__ = ['Method', 'Normalize', 'Origin', 'METHODS', 'NORMALIZE', 'ORIGINS', 'TRUNCATE', 'MAX_GRID', 'CHUNK_VOXELS',
+           'VOXELIZE_DEFAULTS', 'synthetic_cloud', 'gaussian_kernel1d', 'reflect_index', 'gaussian_matrix',
+           'gaussian_filter_batch', 'VoxelBatch', 'VoxelizeConfig', 'check_voxelize_params', 'Voxelizer', 'voxelize',
+           'mip_extent', 'voxels_to_points', 'naming_os_errors', 'check_output_file', 'write_npz', 'add_voxelize_args']
 
 # %% ../nbs/02_voxelize.ipynb #715cf1f3
-METHODS = ('occupancy', 'density', 'gaussian')
-NORMALIZE = ('none', 'max', 'minmax')
-ORIGINS = ('center', 'zero')
+Method = Literal['occupancy', 'density', 'gaussian']
+Normalize = Literal['none', 'max', 'minmax']
+Origin = Literal['center', 'zero']
+METHODS, NORMALIZE, ORIGINS = get_args(Method), get_args(Normalize), get_args(Origin)
 TRUNCATE = 4.0           # scipy.ndimage.gaussian_filter's default, as in the seed
 MAX_GRID = 1024          # voxels per axis; more is almost certainly a typo
 CHUNK_VOXELS = 1 << 21   # voxels scattered and filtered at a time within a batch (128^3)
@@ -64,10 +67,12 @@ def gaussian_matrix(n: int, sigma: float, truncate: float=TRUNCATE) -> np.ndarra
 @lru_cache(maxsize=64)
 def _gmat(n: int, sigma: float, truncate: float, device: str, dtype) -> torch.Tensor:
     "`gaussian_matrix` as a tensor on `device`, cached."
+    import torch
     return torch.as_tensor(gaussian_matrix(n, sigma, truncate), dtype=dtype, device=device)
 
 def _filter_dim1(x: torch.Tensor, sigma: float, truncate: float, block: int) -> torch.Tensor:
     "Gaussian along dim 1 of `(A, n, C)` (C == 1: the contiguous last axis of the volume), by banded block products."
+    import torch
     A, n, C = x.shape
     G = _gmat(n, float(sigma), float(truncate), str(x.device), x.dtype)
     r = int(truncate * sigma + 0.5)
@@ -92,8 +97,7 @@ def gaussian_filter_batch(vol: torch.Tensor, sigma, truncate: float=TRUNCATE, bl
 
 def _triple(v, tp, name: str) -> tuple:
     "A scalar or a 3-sequence -> a 3-tuple of `tp`; anything else is a `ConfigError` naming `name`."
-    if isinstance(v, torch.Tensor): v = v.tolist()
-    if isinstance(v, np.ndarray): v = v.tolist()
+    if hasattr(v, 'tolist') and not isinstance(v, (list, tuple)): v = v.tolist()   # numpy or torch, array or scalar
     if isinstance(v, (list, tuple)):
         if len(v) == 1: v = v[0]
         elif len(v) != 3: raise ConfigError(f'{name} must be one value or three (x, y, z), got {len(v)} values: {list(v)}')
@@ -126,76 +130,109 @@ class VoxelBatch:
                 f'n_points={self.n_points.tolist()}, n_dropped={self.n_dropped.tolist()}, n_nonfinite={self.n_nonfinite.tolist()})')
 
 # %% ../nbs/02_voxelize.ipynb #b3547b2a
+@dataclass
+class VoxelizeConfig:
+    "How point clouds become voxels (the prerender guide's names); `Voxelizer.from_config` builds the voxelizer."
+    voxel_size: int|tuple[int, int, int] = opt(64, help='voxels per side: N, or X Y Z')
+    voxelization_method: Method = opt('gaussian', help='occupancy (0/1), density (points per voxel) or gaussian (density filtered by sigma)')
+    sigma: float|tuple[float, float, float] = opt(1.0, help='gaussian sigma in voxels: S, or SX SY SZ')
+    volume_dims: tuple[float, float, float] = opt((28000., 28000., 1600.), help='size of the box in nm: X Y Z')
+    padding: tuple[float, float, float] = opt((0., 0., 0.), help='nm added to the box on each side: X Y Z')
+    normalize: Normalize = opt('none', help="none, max (each volume divided by its maximum) or minmax (the seed's per-cloud min-max scaling)")
+    origin: Origin|tuple[float, float, float] = opt('center', help='where the box sits: center (on each cloud), zero, or the X Y Z lower corner in nm')
+    def validate(self): check_voxelize_params(self.voxel_size, self.voxelization_method, self.sigma, self.volume_dims, self.padding, self.normalize, self.origin)
+
+VOXELIZE_DEFAULTS = VoxelizeConfig()
+
+# %% ../nbs/02_voxelize.ipynb #981f3c5e
+def check_voxelize_params(voxel_size, method, sigma, volume_dims, padding, normalize, origin) -> dict:
+    "Check and normalise voxelization parameters (3-tuples, floats); raises `ConfigError` naming the bad one."
+    out = dict(grid_shape=_triple(voxel_size, int, 'voxel_size'), method=method, sigma=_triple(sigma, float, 'sigma'),
+               volume_dims=_triple(volume_dims, float, 'volume_dims'), padding=_triple(padding, float, 'padding'), normalize=normalize)
+    if any(s <= 0 or s > MAX_GRID for s in out['grid_shape']):
+        raise ConfigError(f'voxel_size (voxels per side) must be between 1 and {MAX_GRID} per axis, got {list(out["grid_shape"])}')
+    if method not in METHODS: raise ConfigError(f'method (voxelization_method) must be one of {", ".join(METHODS)}, got {method!r}')
+    if not all(math.isfinite(v) and v >= 0 for v in out['sigma']): raise ConfigError(f'sigma must be >= 0 (voxels), got {list(out["sigma"])}')
+    if not all(math.isfinite(v) and v > 0 for v in out['volume_dims']): raise ConfigError(f'volume_dims must be > 0 nm, got {list(out["volume_dims"])}')
+    if not all(math.isfinite(v) and v >= 0 for v in out['padding']): raise ConfigError(f'padding must be >= 0 nm, got {list(out["padding"])}')
+    if normalize not in NORMALIZE: raise ConfigError(f'normalize must be one of {", ".join(NORMALIZE)}, got {normalize!r}')
+    if isinstance(origin, str):
+        if origin not in ORIGINS: raise ConfigError(f"origin must be 'center', 'zero' or an (x, y, z) lower corner in nm, got {origin!r}")
+        out['origin'] = origin
+    else:
+        out['origin'] = _triple(origin, float, 'origin')
+        if not all(map(math.isfinite, out['origin'])): raise ConfigError(f'origin must be finite, got {list(out["origin"])}')
+    return out
+
+# %% ../nbs/02_voxelize.ipynb #27401485
+_D = VOXELIZE_DEFAULTS
+
 class Voxelizer:
     """Point clouds (nm) -> voxel grids `(B, X, Y, Z)` with per-cloud voxel->nm affines. See the geometry above.
-    `voxel_size`: grid shape, int or (X, Y, Z); `method`: occupancy | density | gaussian; `sigma`: gaussian
-    sigma in voxels, scalar or (x, y, z); `volume_dims`, `padding`: nm, the box is `volume_dims + 2*padding`;
-    `normalize`: none | max | minmax; `origin`: 'center' | 'zero' | (x, y, z) lower corner in nm;
-    `device`: where to compute ('cpu', 'cuda', 'auto' or a torch.device); `dtype`: of the voxels."""
-    def __init__(self, voxel_size=64, method: str='gaussian', sigma=1.0, volume_dims=(28000., 28000., 1600.),
-                 padding=(0., 0., 0.), normalize: str='none', origin='center', device='cpu', dtype=torch.float32,
-                 block: int=32):
-        self.grid_shape = _triple(voxel_size, int, 'voxel_size')
-        if any(s <= 0 or s > MAX_GRID for s in self.grid_shape):
-            raise ConfigError(f'voxel_size must be between 1 and {MAX_GRID} per axis, got {list(self.grid_shape)}')
-        if method not in METHODS: raise ConfigError(f'method (voxelization_method) must be one of {", ".join(METHODS)}, got {method!r}')
-        self.method = method
-        self.sigma = _triple(sigma, float, 'sigma')
-        if not all(math.isfinite(s) and s >= 0 for s in self.sigma): raise ConfigError(f'sigma must be >= 0 (voxels), got {list(self.sigma)}')
-        self.volume_dims = _triple(volume_dims, float, 'volume_dims')
-        if not all(math.isfinite(v) and v > 0 for v in self.volume_dims): raise ConfigError(f'volume_dims must be > 0 nm, got {list(self.volume_dims)}')
-        self.padding = _triple(padding, float, 'padding')
-        if not all(math.isfinite(v) and v >= 0 for v in self.padding): raise ConfigError(f'padding must be >= 0 nm, got {list(self.padding)}')
-        if normalize not in NORMALIZE: raise ConfigError(f'normalize must be one of {", ".join(NORMALIZE)}, got {normalize!r}')
-        self.normalize = normalize
-        if isinstance(origin, str):
-            if origin not in ORIGINS: raise ConfigError(f"origin must be 'center', 'zero' or an (x, y, z) lower corner in nm, got {origin!r}")
-            self.origin = origin
-        else:
-            self.origin = _triple(origin, float, 'origin')
-            if not all(map(math.isfinite, self.origin)): raise ConfigError(f'origin must be finite, got {list(self.origin)}')
-        self.device = get_device(device) if not isinstance(device, torch.device) else device
-        if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16): raise ConfigError(f'dtype must be a torch float dtype, got {dtype!r}')
-        self.dtype = dtype
+    `voxel_size`: voxels per side, int or (X, Y, Z); `method`: occupancy | density | gaussian (the config's
+    `voxelization_method`); `sigma`: gaussian sigma in voxels, scalar or (x, y, z); `volume_dims`, `padding`: nm,
+    the box is `volume_dims + 2*padding`; `normalize`: none | max | minmax; `origin`: 'center' | 'zero' | (x, y, z)
+    lower corner in nm; `device`: where to compute ('cpu', 'cuda', 'auto' or a torch.device); `dtype`: of the voxels
+    (a torch float dtype or its name)."""
+    def __init__(self, voxel_size=_D.voxel_size, method: str=_D.voxelization_method, sigma=_D.sigma, volume_dims=_D.volume_dims,
+                 padding=_D.padding, normalize: str=_D.normalize, origin=_D.origin, device='cpu', dtype='float32', block: int=32):
+        import torch
+        p = check_voxelize_params(voxel_size, method, sigma, volume_dims, padding, normalize, origin)
+        self.grid_shape, self.method, self.sigma, self.volume_dims = p['grid_shape'], p['method'], p['sigma'], p['volume_dims']
+        self.padding, self.normalize, self.origin = p['padding'], p['normalize'], p['origin']
+        self.device = device if isinstance(device, torch.device) else get_device(device)
+        dt = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+        if dt not in (torch.float32, torch.float64, torch.float16, torch.bfloat16): raise ConfigError(f'dtype must be a torch float dtype, got {dtype!r}')
+        self.dtype = dt
         if int(block) < 1: raise ConfigError(f'block must be >= 1, got {block}')
         self.block = int(block)
+
+    @classmethod
+    def from_config(cls, cfg: VoxelizeConfig, **kw):
+        "The voxelizer a `VoxelizeConfig` (or the `data` section, which extends it) describes; `kw`: `device`, `dtype`, `block`."
+        return cls(voxel_size=cfg.voxel_size, method=cfg.voxelization_method, sigma=cfg.sigma, volume_dims=cfg.volume_dims,
+                   padding=cfg.padding, normalize=cfg.normalize, origin=cfg.origin, **kw)
 
     @property
     def box_size(self) -> np.ndarray: "`(3,)` nm: `volume_dims + 2 * padding`."; return np.add(self.volume_dims, np.multiply(2, self.padding))
     @property
     def spacing(self) -> np.ndarray: "`(3,)` nm per voxel along x, y, z (not used by `normalize='minmax'`)."; return self.box_size / np.array(self.grid_shape)
 
-    def params(self) -> dict:
-        "All parameters, YAML/JSON-safe, for the metadata of anything made with this voxelizer."
-        return dict(voxel_size=list(self.grid_shape), method=self.method, sigma=list(self.sigma),
-                    volume_dims=list(self.volume_dims), padding=list(self.padding), normalize=self.normalize,
-                    origin=self.origin if isinstance(self.origin, str) else list(self.origin),
-                    truncate=TRUNCATE, filter_mode='reflect', dtype=str(self.dtype).replace('torch.', ''),
-                    index_rule='round((x-min)/(max-min)*(n-1))' if self.normalize == 'minmax' else 'floor((x-corner)/spacing)')
+# %% ../nbs/02_voxelize.ipynb #d1006276
+@patch
+def params(self: Voxelizer) -> dict:
+    "All parameters, YAML/JSON-safe, for the metadata of anything made with this voxelizer."
+    return dict(voxel_size=list(self.grid_shape), method=self.method, sigma=list(self.sigma),
+                volume_dims=list(self.volume_dims), padding=list(self.padding), normalize=self.normalize,
+                origin=self.origin if isinstance(self.origin, str) else list(self.origin),
+                truncate=TRUNCATE, filter_mode='reflect', dtype=str(self.dtype).replace('torch.', ''),
+                index_rule='round((x-min)/(max-min)*(n-1))' if self.normalize == 'minmax' else 'floor((x-corner)/spacing)')
 
-    @classmethod
-    def from_params(cls, params: dict, **kw):
-        "Rebuild a voxelizer from `params()` (extra keys such as `truncate` are checked, not passed)."
-        p = dict(params)
-        if p.pop('truncate', TRUNCATE) != TRUNCATE or p.pop('filter_mode', 'reflect') != 'reflect':
-            raise ConfigError(f'only truncate={TRUNCATE}, filter_mode=reflect are supported, got {params}')
-        p.pop('index_rule', None)
-        if 'dtype' in p: p['dtype'] = getattr(torch, p['dtype'])
-        return cls(**{**p, **kw})
+@patch(cls_method=True)
+def from_params(cls: Voxelizer, params: dict, **kw):
+    "Rebuild a voxelizer from `params()` (extra keys such as `truncate` are checked, not passed)."
+    p = dict(params)
+    if p.pop('truncate', TRUNCATE) != TRUNCATE or p.pop('filter_mode', 'reflect') != 'reflect':
+        raise ConfigError(f'only truncate={TRUNCATE}, filter_mode=reflect are supported, got {params}')
+    p.pop('index_rule', None)
+    return cls(**{**p, **kw})
 
-    def __repr__(self):
-        return 'Voxelizer(' + ', '.join(f'{k}={v!r}' for k, v in self.params().items() if k not in ('truncate', 'filter_mode', 'index_rule')) + ')'
+@patch
+def __repr__(self: Voxelizer):
+    return 'Voxelizer(' + ', '.join(f'{k}={v!r}' for k, v in self.params().items() if k not in ('truncate', 'filter_mode', 'index_rule')) + ')'
 
-    def affine_for(self, origin_nm) -> np.ndarray:
-        "`(4, 4)` float64 affine of a grid whose lower corner (outer face of voxel (0,0,0)) is `origin_nm`: voxel centre -> nm."
-        h = self.spacing
-        A = np.diag([*h, 1.0])
-        A[:3, 3] = np.asarray(origin_nm, np.float64) + h / 2
-        return A
+@patch
+def affine_for(self: Voxelizer, origin_nm) -> np.ndarray:
+    "`(4, 4)` float64 affine of a grid whose lower corner (outer face of voxel (0,0,0)) is `origin_nm`: voxel centre -> nm."
+    h = self.spacing
+    A = np.diag([*h, 1.0])
+    A[:3, 3] = np.asarray(origin_nm, np.float64) + h / 2
+    return A
 
 # %% ../nbs/02_voxelize.ipynb #ba547c12
 def _as_clouds(clouds, device) -> list:
     "One (N, 3) cloud, a (B, N, 3) array or a list of (N, 3) clouds -> list of float64 tensors on `device`."
+    import torch
     if isinstance(clouds, (np.ndarray, torch.Tensor)):
         if clouds.ndim == 3: clouds = list(clouds)
         elif clouds.ndim == 2: clouds = [clouds]
@@ -218,17 +255,20 @@ def _as_clouds(clouds, device) -> list:
 # %% ../nbs/02_voxelize.ipynb #2b733aef
 def _bbox(pts, bid, B):
     "Per-cloud min and max of the points `(3, N)`: two `(B, 3)` tensors."
+    import torch
     if B == 1: lo, hi = torch.aminmax(pts, dim=1); return lo[None], hi[None]
     ix = bid[None].expand(3, -1)
     lo = torch.full((3, B), math.inf, dtype=pts.dtype, device=pts.device).scatter_reduce(1, ix, pts, 'amin')
     hi = torch.full((3, B), -math.inf, dtype=pts.dtype, device=pts.device).scatter_reduce(1, ix, pts, 'amax')
     return lo.T, hi.T
 
-def _count(x: torch.Tensor, B: int) -> np.ndarray: return torch.bincount(x, minlength=B).cpu().numpy()
+def _count(x: torch.Tensor, B: int) -> np.ndarray: return x.bincount(minlength=B).cpu().numpy()
 
 # %% ../nbs/02_voxelize.ipynb #2d610d6e
+@patch
 def _geometry(self: Voxelizer, pts, bid, B):
     "Voxel index `(3, N)` int64 of points `(3, N)` (x, y, z rows), plus per-cloud lower corner and spacing `(B, 3)` (nm)."
+    import torch
     dev = pts.device
     per = (lambda t: t.T[:, bid]) if B > 1 else (lambda t: t.T)   # per-cloud (B, 3) -> per point (3, N), or (3, 1)
     n = torch.tensor(self.grid_shape, dtype=torch.float64, device=dev)
@@ -253,12 +293,11 @@ def _geometry(self: Voxelizer, pts, bid, B):
     t = pts - per(corner)
     return t.div_(h[0][:, None]).floor_().long(), corner, h
 
-Voxelizer._geometry = _geometry
-
 # %% ../nbs/02_voxelize.ipynb #d3217698
 @lru_cache(maxsize=64)
 def _column_taps(n: int, sigma: float, truncate: float, device: str, dtype) -> tuple:
     "Column k of `gaussian_matrix(n, sigma)` as (rows `(n, 2r+1)` int64, weights `(n, 2r+1)`); out-of-range rows weigh 0."
+    import torch
     G = gaussian_matrix(n, sigma, truncate); r = int(truncate * sigma + 0.5)
     rows = np.arange(n)[:, None] + np.arange(-r, r + 1)
     valid = (rows >= 0) & (rows < n)
@@ -266,8 +305,10 @@ def _column_taps(n: int, sigma: float, truncate: float, device: str, dtype) -> t
     w = np.where(valid, G[rows, np.arange(n)[:, None]], 0.0)
     return torch.as_tensor(rows, device=device), torch.as_tensor(w, dtype=dtype, device=device)
 
+@patch
 def _scatter(self: Voxelizer, idx, bid, B) -> torch.Tensor:
     "Voxel indices `(3, N)` and batch ids `(N,)` (all inside the grid) -> volumes `(B, X, Y, Z)` of `self.method`."
+    import torch
     X, Y, Z = self.grid_shape
     dev, dt = idx.device, self.dtype
     row = (bid * X + idx[0] if B > 1 else idx[0]) * Y + idx[1]
@@ -285,12 +326,12 @@ def _scatter(self: Voxelizer, idx, bid, B) -> torch.Tensor:
     if self.method == 'gaussian': return gaussian_filter_batch(vol, self.sigma, TRUNCATE, self.block)
     return vol
 
-Voxelizer._scatter = _scatter
-
 # %% ../nbs/02_voxelize.ipynb #d61a2cd5
-def _call(self: Voxelizer, clouds) -> VoxelBatch:
+@patch
+def __call__(self: Voxelizer, clouds) -> VoxelBatch:
     """Voxelize `clouds` (one `(N, 3)` array/tensor, a list of them, or `(B, N, 3)`; nm) -> `VoxelBatch`
     with `voxels` `(B, X, Y, Z)` on `self.device`. Raises `InputError(sample=b)` for a cloud with no point in its box."""
+    import torch
     cs = _as_clouds(clouds, self.device)
     B, (X, Y, Z), dev = len(cs), self.grid_shape, self.device
     lens = torch.tensor([len(c) for c in cs], device=dev)
@@ -324,8 +365,6 @@ def _call(self: Voxelizer, clouds) -> VoxelBatch:
     affines[:, :3, 3] = cc + hh / 2
     return VoxelBatch(vol, affines, n_points, n_finite - n_points, n_nonfinite)
 
-Voxelizer.__call__ = _call
-
 # %% ../nbs/02_voxelize.ipynb #5d42cf9f
 def voxelize(points, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     "One cloud `(N, 3)` nm -> (`(X, Y, Z)` float32 numpy volume, `(4, 4)` affine). `kwargs`: `Voxelizer` arguments."
@@ -346,7 +385,7 @@ def voxels_to_points(vol, affine, n_points: int|None=None, threshold: float=0.0,
     """Sample points from a volume `(X, Y, Z)` (numpy or torch): voxels with value > `threshold` are picked with
     probability proportional to the value, then offset uniformly in [-0.5, 0.5) voxel. `affine`: `(4, 4)` voxel centre
     -> nm. `n_points`: how many (default: round(sum of the values above threshold)). Returns `(n, 3)` float64, nm."""
-    v = vol.detach().cpu().double().numpy() if isinstance(vol, torch.Tensor) else np.asarray(vol, np.float64)
+    v = vol.detach().cpu().double().numpy() if hasattr(vol, 'detach') else np.asarray(vol, np.float64)   # torch or numpy
     if v.ndim != 3: raise InputError(f'expected a 3-D volume (X, Y, Z), got shape {v.shape}')
     A = np.asarray(affine, np.float64)
     if A.shape != (4, 4) or not np.isfinite(A).all(): raise InputError(f'expected a finite (4, 4) affine, got shape {A.shape}')
@@ -369,35 +408,54 @@ def _read_points(path, sample, pixel_size=None) -> np.ndarray:
     except ImportError as e: raise DependencyError(f'medvox_nb.pointcloud is not available to read point files ({e})') from None
     return read_points(path, pixel_size=pixel_size, sample=sample)
 
+@contextlib.contextmanager
+def naming_os_errors(path):
+    """Re-raise an `OSError` that names no file (`write()` on a full disk, gzip, h5py) as the same error naming `path`,
+    so the `medvox` command's one-line report says where."""
+    try: yield
+    except OSError as e:
+        if e.filename is not None or not e.errno: raise
+        raise OSError(e.errno, os.strerror(e.errno), str(path)) from e
+
+def check_output_file(path) -> Path:
+    "Fail early, as the system would later, when `path` cannot become a file: it is a folder, or an existing parent is a file."
+    p = Path(path)
+    if p.is_dir(): raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(p))
+    q = next(q for q in p.parents if q.exists())          # the nearest existing ancestor ('.' at worst)
+    if not q.is_dir(): raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p))
+    return p
+
 def write_npz(path, voxels: np.ndarray, affine: np.ndarray, params: dict, **extra):
     "Write one voxelized cloud to `path` (.npz, compressed, atomically); `extra` JSON-safe values go in as JSON strings."
     arrays = dict(voxels=np.asarray(voxels, np.float32), affine=np.asarray(affine, np.float64), params=np.array(json.dumps(params)))
     for k, v in extra.items(): arrays[k] = np.asarray(v) if isinstance(v, (int, float, np.ndarray, np.generic)) else np.array(json.dumps(v))
-    with atomic_write(path) as f: np.savez_compressed(f, **arrays)
+    with naming_os_errors(path), atomic_write(path) as f: np.savez_compressed(f, **arrays)
     return Path(path)
 
+def add_voxelize_args(p, exclude=()) -> list[str]:
+    """Add a flag for every `VoxelizeConfig` field to parser (or argument group) `p`, generated from the fields:
+    `--voxel-size` (and `--voxel_size`) etc., default `None` (= not given). `--origin` takes `center`, `zero` or
+    three numbers. Returns the field names; `section_overrides(args, VoxelizeConfig)` turns the given ones into a config layer."""
+    names = add_section_args(p, VoxelizeConfig, exclude=('origin', *exclude))
+    if 'origin' not in exclude:
+        f = next(f for f in fields(VoxelizeConfig) if f.name == 'origin')
+        p.add_argument('--origin', nargs='+', metavar='O', default=None, help=f'{f.metadata["help"]} (default: {f.default})')
+        names.append('origin')
+    return names
+
+# %% ../nbs/02_voxelize.ipynb #12a42b17
 @command('voxelize', 'Voxelize one point cloud (x, y, z in nm) into an .npz with voxels, affine and parameters')
 def _voxelize_cmd(p):
     p.add_argument('input', help='point cloud file (CSV, HDF5, ... as read by medvox_nb.pointcloud)')
     p.add_argument('-o', '--output', required=True, help='output .npz')
     p.add_argument('--sample', type=int, default=None, help='which cloud of a multi-sample file (default: the only one)')
-    p.add_argument('--voxel-size', type=int, nargs='+', default=[64], metavar='N', help='grid size: N or X Y Z (default 64)')
-    p.add_argument('--voxelization-method', choices=METHODS, default='gaussian', help='default gaussian')
-    p.add_argument('--sigma', type=float, nargs='+', default=[1.0], metavar='S', help='gaussian sigma in voxels: S or SX SY SZ (default 1.0)')
-    p.add_argument('--volume-dims', type=float, nargs=3, default=[28000., 28000., 1600.], metavar=('X', 'Y', 'Z'), help='box size in nm (default 28000 28000 1600)')
-    p.add_argument('--padding', type=float, nargs=3, default=[0., 0., 0.], metavar=('X', 'Y', 'Z'), help='nm added on each side (default 0 0 0)')
-    p.add_argument('--normalize', choices=NORMALIZE, default='none', help="none | max | minmax (the seed's min-max scaling)")
-    p.add_argument('--origin', nargs='+', default=['center'], metavar='O', help='center | zero | X Y Z lower corner in nm (default center)')
+    add_voxelize_args(p.add_argument_group('voxelization (the prerender guide\'s flags)'))
     p.add_argument('--pixel-size', type=float, default=None, help='nm per camera pixel (Picasso HDF5 files store pixels)')
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
     def run(args):
-        o = args.origin
-        if len(o) == 1 and o[0] in ORIGINS: origin = o[0]
-        else:
-            try: origin = tuple(float(x) for x in o)
-            except ValueError: raise ConfigError(f'--origin must be center, zero or three numbers, got {" ".join(o)}') from None
-        vz = Voxelizer(voxel_size=args.voxel_size, method=args.voxelization_method, sigma=args.sigma, volume_dims=args.volume_dims,
-                       padding=args.padding, normalize=args.normalize, origin=origin, device=args.device)
+        cfg = from_dict(VoxelizeConfig, section_overrides(args, VoxelizeConfig, 'voxelize').get('voxelize'))
+        vz = Voxelizer.from_config(cfg, device=args.device)
+        check_output_file(args.output)
         pts = _read_points(args.input, args.sample, args.pixel_size)
         try: vb = vz([pts])
         except InputError as e:

@@ -6,6 +6,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from medvox_nb.core import ConfigError, InputError
+from fs_faults import medvox_here
 from medvox_nb.voxelize import (Voxelizer, VoxelBatch, gaussian_filter_batch, gaussian_matrix, synthetic_cloud,
                                 voxelize, voxels_to_points)
 
@@ -239,6 +240,12 @@ def test_voxelize_convenience():
     assert set(np.unique(vol)) <= {0.0, 1.0}
 
 
+@pytest.fixture
+def mv(capsys):
+    "`medvox` in this process (torch imported once per session; see fs_faults.medvox_here)."
+    return lambda *args, check=None: medvox_here(capsys, *args, check=check)
+
+
 def _write_csv(path, pts):
     np.savetxt(path, pts, delimiter=',', header='x,y,z', comments='')
     return path
@@ -264,28 +271,28 @@ def test_cli_voxelize(tmp_path, medvox):
     assert sorted(x.name for x in out.parent.iterdir()) == ['v.npz']   # no temporary left behind
 
 
-def test_cli_errors(tmp_path, medvox):
+def test_cli_errors(tmp_path, mv):
     src = _write_csv(tmp_path/'cloud.csv', synthetic_cloud(100, seed=1))
-    p = medvox('voxelize', src, '-o', tmp_path/'v.npz', '--voxel-size', '0')
+    p = mv('voxelize', src, '-o', tmp_path/'v.npz', '--voxel-size', '0')
     assert p.returncode == 2 and 'voxel_size' in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = medvox('voxelize', src, '-o', tmp_path/'v.npz', '--sigma', '-1')
+    p = mv('voxelize', src, '-o', tmp_path/'v.npz', '--sigma', '-1')
     assert p.returncode == 2 and 'sigma' in p.stderr
-    p = medvox('voxelize', src, '-o', tmp_path/'v.npz', '--origin', 'left')
+    p = mv('voxelize', src, '-o', tmp_path/'v.npz', '--origin', 'left')
     assert p.returncode == 2 and 'origin' in p.stderr
     assert not (tmp_path/'v.npz').exists()
     pytest.importorskip('medvox_nb.pointcloud', reason='reading points needs medvox_nb.pointcloud')
     far = _write_csv(tmp_path/'far.csv', synthetic_cloud(100, seed=1) + [1e6, 0, 0])
-    p = medvox('voxelize', far, '-o', tmp_path/'v.npz', '--origin', 'zero')
+    p = mv('voxelize', far, '-o', tmp_path/'v.npz', '--origin', 'zero')
     assert p.returncode == 2 and 'far.csv' in p.stderr and 'none of the 100 points' in p.stderr
     assert not (tmp_path/'v.npz').exists()
 
 
-def test_cli_real_thunderstorm(tmp_path, medvox, shared_data):
+def test_cli_real_thunderstorm(tmp_path, mv, shared_data):
     "The real ThunderSTORM export (quoted headers with units) through the CLI, checked against the same points read with pandas."
     import pandas as pd
     src = shared_data/'smlm'/'ThunderSTORM_TS3D.csv'
     out = tmp_path/'ts.npz'
-    medvox('voxelize', src, '-o', out, '--voxel-size', '64', '--voxelization-method', 'density', '--volume-dims', '6000', '6000', '1600', check=0)
+    mv('voxelize', src, '-o', out, '--voxel-size', '64', '--voxelization-method', 'density', '--volume-dims', '6000', '6000', '1600', check=0)
     pts = pd.read_csv(src)[['x [nm]', 'y [nm]', 'z [nm]']].to_numpy()
     with np.load(out) as f:
         vol, A = f['voxels'], f['affine']
@@ -308,3 +315,59 @@ def test_batch_chunks_equal_one_pass(monkeypatch):
         monkeypatch.setattr(V, 'CHUNK_VOXELS', 1 << 21)
         np.testing.assert_allclose(parts.voxels.numpy(), whole.voxels.numpy(), atol=1e-5)
         np.testing.assert_array_equal(parts.n_points, whole.n_points)
+
+
+def test_cli_defaults_and_flags_come_from_the_config(tmp_path, mv):
+    "No flag: the voxelizer is exactly VoxelizeConfig's defaults; every config field has its flag, with the config's default in the help."
+    from dataclasses import fields
+    from medvox_nb.voxelize import VoxelizeConfig
+    src = _write_csv(tmp_path/'cloud.csv', synthetic_cloud(2000, seed=3))
+    mv('voxelize', src, '-o', tmp_path/'v.npz', check=0)
+    with np.load(tmp_path/'v.npz') as f: params = json.loads(str(f['params']))
+    assert params == Voxelizer.from_config(VoxelizeConfig()).params()
+    help_text = ' '.join(mv('voxelize', '--help', check=0).stdout.split())
+    for f in fields(VoxelizeConfig):
+        assert f'--{f.name.replace("_", "-")}' in help_text, f.name
+        assert f.metadata['help'].split()[0] in help_text, f.name
+    assert '--voxel_size' in help_text and '(default: 64)' in help_text   # the LDM seed's underscore spelling too
+
+
+def test_command_modules_do_not_import_torch():
+    "`medvox <cmd> --help` must start fast: the command modules leave torch (3.5 s to import) until it is needed."
+    import subprocess, sys
+    code = "import medvox_nb.voxelize, medvox_nb.prerender, medvox_nb.dataset, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+# --- file-system failures: one line naming the path, exit 2 (run in-process through medvox_nb.core.main)
+
+def test_cli_output_is_a_folder_or_under_a_file(tmp_path, capsys):
+    from fs_faults import run_main, assert_one_line
+    src = _write_csv(tmp_path/'cloud.csv', synthetic_cloud(500, seed=1))
+    (tmp_path/'adir').mkdir(); (tmp_path/'afile').write_text('x')
+    assert_one_line(*run_main(capsys, 'voxelize', src, '-o', tmp_path/'adir', '--voxel-size', '16'), tmp_path/'adir', 'is a folder')
+    assert_one_line(*run_main(capsys, 'voxelize', src, '-o', tmp_path/'afile'/'v.npz', '--voxel-size', '16'),
+                    tmp_path/'afile'/'v.npz', 'a parent of this path is a file')
+    assert (tmp_path/'afile').read_text() == 'x' and not any((tmp_path/'adir').iterdir())
+
+
+@pytest.mark.parametrize('err,words', [(13, 'permission denied'), (30, 'read-only'), (28, 'no space left')])
+def test_cli_injected_fs_errors(tmp_path, capsys, monkeypatch, err, words):
+    from fs_faults import run_main, assert_one_line, inject
+    src = _write_csv(tmp_path/'cloud.csv', synthetic_cloud(500, seed=1))
+    (tmp_path/'out').mkdir()
+    inject(monkeypatch, tmp_path/'out', err)
+    assert_one_line(*run_main(capsys, 'voxelize', src, '-o', tmp_path/'out'/'v.npz', '--voxel-size', '16'), tmp_path/'out', words)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path/'out').iterdir()) == []          # no partial file, no temporary left
+
+
+def test_cli_real_read_only_and_full_disk(tmp_path, capsys):
+    from fs_faults import run_main, assert_one_line, read_only_dir, full_dir
+    src = _write_csv(tmp_path/'cloud.csv', synthetic_cloud(3000, seed=1))
+    with read_only_dir(tmp_path/'ro') as ro:
+        assert_one_line(*run_main(capsys, 'voxelize', src, '-o', ro/'v.npz', '--voxel-size', '16'), ro, 'read-only')
+    with full_dir(tmp_path/'full', '16k') as full:
+        line = assert_one_line(*run_main(capsys, 'voxelize', src, '-o', full/'v.npz', '--voxel-size', '128'), full/'v.npz', 'no space left')
+        assert list(full.iterdir()) == [], line                                 # the temporary is removed
