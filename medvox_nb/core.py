@@ -15,9 +15,9 @@ import yaml
 __all__ = ['SECTIONS', 'STAGES', 'SECTION_MODULES', 'COMMANDS', 'IMPORT_ERRORS', 'OPTIONAL_PARTS', 'MedvoxError', 'ConfigError',
            'InputError', 'StoreError', 'DependencyError', 'config_section', 'opt', 'from_dict', 'to_dict', 'as_section',
            'Config', 'read_config_file', 'merge_dicts', 'parse_overrides', 'load_config', 'save_config',
-           'add_section_args', 'section_overrides', 'atomic_path', 'atomic_write', 'sha256_file', 'sample_path',
-           'seed_everything', 'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info', 'command',
-           'import_stage', 'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules',
+           'add_section_args', 'section_overrides', 'check_output_path', 'atomic_path', 'atomic_write', 'sha256_file',
+           'sample_path', 'seed_everything', 'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info',
+           'command', 'import_stage', 'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules',
            'optional_parts', 'lazy_module']
 
 # %% ../nbs/00_core.ipynb #88aaa4c8
@@ -180,14 +180,21 @@ def _flag_spec(tp) -> dict:
         opts = [a for a in args if a is not type(None)]
         scal = [a for a in opts if typing.get_origin(a) not in (tuple, list)]
         seqs = [a for a in opts if typing.get_origin(a) in (tuple, list)]
-        if seqs: return dict(_flag_spec(seqs[0]), nargs='+', _scalar_ok=bool(scal))
+        if seqs:
+            spec = dict(_flag_spec(seqs[0]), nargs='+', _scalar_ok=bool(scal))
+            spec.pop('metavar', None)
+            if any(_flag_spec(a).get('type') != spec.get('type') for a in scal): spec.update(type=str, metavar='V')  # mixed: pydantic converts
+            spec.pop('choices', None)
+            return spec
         return _flag_spec(opts[0]) if len(opts) == 1 else dict(type=str)
     if origin is typing.Literal: return dict(choices=list(args), type=type(args[0]))
     if tp is bool: return dict(action=argparse.BooleanOptionalAction)
     if origin in (tuple, list):
         inner = [a for a in args if a is not Ellipsis] or [str]
         n = len(args) if origin is tuple and Ellipsis not in args and args else '+'
-        return dict(_flag_spec(inner[0]), nargs=n)
+        spec = dict(_flag_spec(inner[0]), nargs=n)
+        if n == 3: spec['metavar'] = ('X', 'Y', 'Z')
+        return spec
     if origin is dict or tp is dict: return dict(type=yaml.safe_load)
     if tp in (int, float, str, Path): return dict(type=tp)
     return dict(type=str)
@@ -208,11 +215,12 @@ def add_section_args(p, cls, only=None, exclude=(), group: str|None=None):
         names.append(f.name)
     return names
 
-def section_overrides(args, cls, section: str|None=None) -> dict:
-    "The flags of section `cls` the user gave on the command line, as a config layer `{section: {key: value}}`."
+def section_overrides(args, cls, section: str|None=None, only=None, exclude=()) -> dict:
+    "The flags of section `cls` the user gave on the command line (limited to `only`, less `exclude`), as a config layer `{section: {key: value}}`."
     section = section or cls._section
     hints, out = typing.get_type_hints(cls), {}
     for f in fields(cls):
+        if (only is not None and f.name not in only) or f.name in exclude: continue
         v = getattr(args, f.name, None)
         if v is None: continue
         if isinstance(v, list) and len(v) == 1 and _flag_spec(hints[f.name]).get('_scalar_ok'): v = v[0]
@@ -227,23 +235,43 @@ def _fsync_dir(d):
         finally: os.close(fd)
     except OSError: pass
 
+def _os_error(code: int, path) -> OSError:
+    "An `OSError` of errno `code` naming `path` (the subclass Python would raise for it)."
+    return OSError(code, os.strerror(code), str(path))
+
+def check_output_path(path) -> Path:
+    "Fail early, naming `path`, when it is a folder or when one of its parents is a file."
+    path = Path(path)
+    if path.is_dir(): raise _os_error(errno.EISDIR, path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir(): raise _os_error(errno.ENOTDIR, path)
+            break
+    return path
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str|None=None):
-    "Yield a temporary path beside `path`; on success fsync it and rename it to `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix if suffix is not None else f'.tmp{path.suffix}', dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`. Every file-system
+    failure (no space, read-only, a folder in the way) is an `OSError` naming `path`, never the temporary."""
+    path = check_output_path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix if suffix is not None else f'.tmp{path.suffix}', dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        if e.errno is not None and (e.filename is None or (tmp is not None and str(tmp) in str(e.filename)) or str(path.parent) == str(e.filename)):
+            raise _os_error(e.errno, path) from e
+        raise
     finally:
-        if tmp.exists(): tmp.unlink()
+        if tmp is not None and tmp.exists(): tmp.unlink()
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str='wb', **kw):

@@ -14,7 +14,7 @@ $BIN/papermill nbs/prerender_smlm.ipynb "$OUT/prerender_smlm.ipynb" -k python3 -
 echo "== verify the store"
 $BIN/medvox prerender --verify "$OUT/prerendered_64"
 echo "== NIfTI volumes for MONAI"
-$BIN/medvox to-nifti --prerendered-dir "$OUT/prerendered_64" -o "$OUT/nifti" --val-fraction 0.2
+$BIN/medvox to-nifti --prerendered-dir "$OUT/prerendered_64" -o "$OUT/nifti" --val-fraction 0.2 --overwrite
 if [ -f nbs/train_plenoxels.ipynb ] && $BIN/python -c "import medvox_nb._openvdb" 2>/dev/null; then
   echo "== Plenoxels on the embedded lego views (papermill) -> $OUT/train_plenoxels.ipynb"
   $BIN/papermill nbs/train_plenoxels.ipynb "$OUT/train_plenoxels.ipynb" -k python3 --cwd nbs \
