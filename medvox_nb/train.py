@@ -228,8 +228,9 @@ def split_batch(batch, n: int) -> list:
 @patch
 def autocast(self: Trainer):
     "Mixed-precision context (bfloat16 on CPU, float16 on CUDA) when `mixed_precision` is on."
-    import torch
-    return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+    import torch, contextlib
+    if self.amp_dtype is None: return contextlib.nullcontext()   # no per-step cost when mixed precision is off
+    return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 @patch
 def model(self: Trainer, name: str|None=None):
@@ -241,10 +242,11 @@ def model(self: Trainer, name: str|None=None):
 def backward(self: Trainer, loss, sync: bool=True):
     "Backpropagate `loss` (scaled for fp16); `sync=False` skips the DDP all-reduce (accumulation)."
     import contextlib
-    ctxs = [m.no_sync() for m in self.ddp.values()] if (self.ddp and not sync) else []
+    if self.scaler.is_enabled(): loss = self.scaler.scale(loss)
+    if not (self.ddp and not sync): return loss.backward()
     with contextlib.ExitStack() as st:
-        for c in ctxs: st.enter_context(c)
-        self.scaler.scale(loss).backward()
+        for m in self.ddp.values(): st.enter_context(m.no_sync())
+        loss.backward()
 
 @patch
 def optimizer_step(self: Trainer, name: str='main'):
@@ -254,7 +256,8 @@ def optimizer_step(self: Trainer, name: str='main'):
     if self.cfg.grad_clip > 0:
         self.scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']], self.cfg.grad_clip)
-    self.scaler.step(opt)
+    if self.scaler.is_enabled(): self.scaler.step(opt)
+    else: opt.step()
     opt.zero_grad(set_to_none=True)
     if name in self.schedulers: self.schedulers[name].step()
 
@@ -466,7 +469,7 @@ def fit(self: Trainer) -> dict:
     while self.step < last:
         batch = self.next_batch()
         logs = self.train_step(batch)
-        self.scaler.update()
+        if self.scaler.is_enabled(): self.scaler.update()
         self.step += 1
         if self.ema: self.update_ema()
         if bar is not None: bar.update(1); bar.set_postfix({k: f'{v:.3g}' for k, v in list(logs.items())[:3]})
