@@ -8,3 +8,6 @@ echo "== voxelize";  $PY benchmarks/bench_voxelize.py --repeats 5
 echo "== prerender"; OMP_WAIT_POLICY=PASSIVE $PY benchmarks/bench_prerender.py --sizes 64 128 --repeats 5 --batch 8
 echo "== vdb";       $PY benchmarks/bench_vdb.py --size 128 --repeats 3
 echo "== plenoxels"; $PY benchmarks/bench_plenoxels.py --time-limit 600 --max-steps 2500 --upsample-at 250 --val-interval 250 --md benchmarks/plenoxels.md
+echo "== ct";        $PY benchmarks/bench_ct.py --repeats 3
+echo "== cli";       $PY benchmarks/bench_cli.py --repeats 5
+echo "== train";     OMP_NUM_THREADS=1 $PY benchmarks/bench_train.py --steps 100 --repeats 7 --batch 8 --threads 1 --models mlp conv3d_16
