@@ -114,7 +114,7 @@ class Config(types.SimpleNamespace):
     def __getitem__(self, k): return getattr(self, k)
 
 def read_config_file(path) -> dict:
-    "A YAML (`.yaml`, `.yml`) or JSON (`.json`) config file as a dict; unreadable or non-mapping files are `ConfigError`s."
+    "A YAML (`.yaml`, `.yml`) or JSON (`.json`) config file as a dict; an unreadable or non-mapping file raises `ConfigError`."
     path = Path(path)
     if not path.exists(): raise ConfigError('config file does not exist', path=path)
     try:
