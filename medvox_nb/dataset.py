@@ -240,6 +240,10 @@ def atomic_dir(path):
             old = tmp.with_name(tmp.name + '.old')
             os.rename(path, old); os.rename(tmp, path); tmp = old
         _fsync_path(path.parent)
+    except OSError as e:   # a file written inside the temporary folder: name it where the user will look for it
+        if e.filename is not None and str(e.filename).startswith(str(tmp)):
+            raise OSError(e.errno, os.strerror(e.errno) if e.errno else str(e), str(path) + str(e.filename)[len(str(tmp)):]) from None
+        raise
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
 
