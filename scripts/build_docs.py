@@ -172,6 +172,7 @@ def public_modules() -> list[str]:
         if any(part.startswith('_') for part in m.name.split('.')[1:]): continue
         spec = importlib.util.find_spec(m.name)
         if spec is None or not str(spec.origin).endswith('.py'): continue
+        if m.ispkg and not module_names(m.name): continue      # a subpackage's empty __init__: no page
         mods.append(m.name)
     return sorted(mods)
 
