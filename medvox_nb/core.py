@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #7d50d327
 from __future__ import annotations
 import argparse, contextlib, copy, dataclasses, errno, functools, hashlib, importlib, json, logging, os, platform
-import importlib.util, random, sys, tempfile, time, traceback, types, typing
+import importlib.util, random, re, sys, tempfile, time, traceback, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -16,9 +16,9 @@ __all__ = ['SECTIONS', 'STAGES', 'SECTION_MODULES', 'COMMANDS', 'IMPORT_ERRORS',
            'InputError', 'StoreError', 'DependencyError', 'config_section', 'opt', 'from_dict', 'to_dict', 'as_section',
            'Config', 'read_config_file', 'merge_dicts', 'parse_overrides', 'load_config', 'save_config',
            'add_section_args', 'section_overrides', 'check_output_path', 'atomic_path', 'atomic_write', 'sha256_file',
-           'sample_path', 'seed_everything', 'get_device', 'get_logger', 'progress_enabled', 'progress', 'run_info',
-           'command', 'import_stage', 'import_stages', 'add_config_args', 'os_error_line', 'main', 'native_modules',
-           'optional_parts', 'lazy_module']
+           'parse_shard', 'sample_path', 'seed_everything', 'get_device', 'get_logger', 'progress_enabled', 'progress',
+           'run_info', 'command', 'import_stage', 'import_stages', 'add_config_args', 'os_error_line', 'main',
+           'native_modules', 'optional_parts', 'lazy_module']
 
 # %% ../nbs/00_core.ipynb #88aaa4c8
 class MedvoxError(Exception):
@@ -288,6 +288,13 @@ def sha256_file(path, chunk: int=1<<20) -> str:
     with open(path, 'rb') as f:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
+
+def parse_shard(shard) -> tuple[int, int]:
+    """--shard i/n of array jobs -> (i, n): this job takes every n-th unit of work starting at the i-th. None -> (0, 1)."""
+    if shard in (None, ''): return 0, 1
+    m = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', str(shard))
+    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]): raise ConfigError(f'--shard must look like i/n with 0 <= i < n, got {shard!r}')
+    return int(m[1]), int(m[2])
 
 # %% ../nbs/00_core.ipynb #f463489f
 def sample_path(*parts) -> Path:

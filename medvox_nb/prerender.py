@@ -13,15 +13,14 @@ import h5py       # a hard dependency: imported with the module, so a missing h5
 import yaml
 from .core import (MedvoxError, ConfigError, InputError, StoreError, config_section, opt, load_config, parse_overrides,
                             save_config, atomic_path, atomic_write, sha256_file, run_info, get_logger, progress,
-                            command, add_config_args, add_section_args, section_overrides, to_dict)
+                            command, add_config_args, add_section_args, section_overrides, to_dict, parse_shard)
 from .voxelize import VoxelizeConfig, Voxelizer, add_voxelize_args, naming_os_errors
 
 # %% auto #0
 __all__ = ['Compression', 'COMPRESSIONS', 'FORMAT_VERSION', 'BATCH_PATTERN', 'PrerenderConfig', 'quantize', 'h5_compression',
            'chunk_shape', 'write_sparse_chunks', 'source_fingerprint', 'describe_source', 'batch_path', 'batch_files',
-           'sample_info', 'write_batch', 'open_batch', 'read_batch_summary', 'voxelize_batch', 'parse_shard',
-           'PrerenderResult', 'prerender', 'write_metadata', 'read_metadata', 'verify_store', 'prerender_flags',
-           'flag_layer']
+           'sample_info', 'write_batch', 'open_batch', 'read_batch_summary', 'voxelize_batch', 'PrerenderResult',
+           'prerender', 'write_metadata', 'read_metadata', 'verify_store', 'prerender_flags', 'flag_layer']
 
 # %% ../nbs/03_prerender.ipynb #766421ba
 Compression = Literal['gzip', 'lzf', 'none', 'blosc', 'zstd']
@@ -220,13 +219,6 @@ def _params(voxelizer, cfg: PrerenderConfig) -> dict:
              format_version=FORMAT_VERSION)
     p['grid_shape'] = list(p['voxel_size'])
     return json.loads(json.dumps(p))
-
-def parse_shard(shard: str|None) -> tuple[int, int]:
-    "'i/n' -> (i, n); None -> (0, 1)."
-    if shard in (None, ''): return 0, 1
-    m = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', str(shard))
-    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]): raise ConfigError(f'--shard must look like i/n with 0 <= i < n, got {shard!r}')
-    return int(m[1]), int(m[2])
 
 @dataclass
 class PrerenderResult:

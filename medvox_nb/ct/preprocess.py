@@ -11,7 +11,7 @@ from typing import Literal, get_args
 import numpy as np
 from ..core import (MedvoxError, ConfigError, InputError, StoreError, DependencyError, config_section, opt,
                             load_config, parse_overrides, save_config, atomic_path, atomic_write, get_logger, progress,
-                            command, add_config_args, add_section_args, section_overrides)
+                            command, add_config_args, add_section_args, section_overrides, parse_shard)
 
 # %% auto #0
 __all__ = ['WINDOWS', 'VOLUME_FORMAT', 'VOLUME_SUFFIX', 'WindowFormat', 'WINDOW_FORMATS', 'TOTALSEG_CLASSES', 'SOURCE_FORMATS',
@@ -22,8 +22,8 @@ __all__ = ['WINDOWS', 'VOLUME_FORMAT', 'VOLUME_SUFFIX', 'WindowFormat', 'WINDOW_
            'merge_organ_maps', 'totalseg_organ_map', 'CTCase', 'discover', 'read_nifti', 'reorient',
            'read_dicom_series', 'OrganMask', 'organs_from_label_map', 'detect_mask_type', 'organs_from_mask',
            'CaseVolume', 'read_case', 'check_hu', 'target_resolution', 'foreground_stats', 'apply_normalization',
-           'CTConfig', 'case_params', 'process_case', 'load_case', 'find_cases', 'parse_shard', 'CTResult',
-           'preprocess', 'positional_layer', 'run_preprocess']
+           'CTConfig', 'case_params', 'process_case', 'load_case', 'find_cases', 'CTResult', 'preprocess',
+           'positional_layer', 'run_preprocess']
 
 # %% ../../nbs/20_ct.ipynb #5f151c33
 WINDOWS: dict[str, dict] = {
@@ -1070,13 +1070,6 @@ def find_cases(root) -> list[Path]:
 METADATA_COLUMNS = ('case_id', 'original_shape', 'adapted_shape', 'resolution', 'has_segmentation', 'organs_present',
                     'windows_processed', 'file_size_mb', 'processing_time_sec', 'use_mask', 'ct_path', 'masks_path',
                     'organ_labels_file', 'affine', 'pad_after', 'air_hu', 'spacing', 'source_format', 'source_image')
-
-def parse_shard(shard) -> tuple[int, int]:
-    "'i/n' -> (i, n); None -> (0, 1)."
-    if shard in (None, ''): return 0, 1
-    m = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', str(shard))
-    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]): raise ConfigError(f'--shard must look like i/n with 0 <= i < n, got {shard!r}')
-    return int(m[1]), int(m[2])
 
 @dataclass
 class CTResult:
