@@ -1,8 +1,12 @@
 """Package build: metadata from nbdev's settings.ini, plus the optional native modules in csrc/.
 
-Native modules are optional: when their system headers are missing the package still installs
-and the Python wrappers raise a `MedvoxError` naming the packages to install (`medvox doctor`
-shows what was built)."""
+Native modules are optional: when their system headers (or a C++ compiler) are missing the package
+still installs and the Python wrappers raise a `MedvoxError` naming what to install (`medvox doctor`
+shows what was built).
+
+- `medvox_nb._openvdb`: pybind11 binding to libopenvdb (csrc/openvdb_*.cpp).
+- `medvox_nb._sdf`: narrow-band signed distance kernel (csrc/sdf_kernel.cpp), C++17 + OpenMP; built
+  without OpenMP (single-threaded) when the compiler has none, or when MEDVOX_NO_OPENMP=1."""
 import os, shlex, sys
 from configparser import ConfigParser
 from pathlib import Path
@@ -41,9 +45,39 @@ def _openvdb_ext():
         extra_compile_args=['-std=c++17', '-O2', '-fvisibility=hidden'],
         extra_link_args=[f'-Wl,--version-script={vmap.resolve()}'], optional=True)]
 
+def _sdf_ext():
+    "The narrow-band SDF kernel: needs only a C++17 compiler and pybind11 (OpenMP when available)."
+    if not Path('csrc/sdf_kernel.cpp').exists(): return []
+    try: import pybind11
+    except ImportError:
+        print('medvox_nb: pybind11 missing; building without medvox_nb._sdf', file=sys.stderr)
+        return []
+    return [setuptools.Extension(
+        'medvox_nb._sdf', sources=['csrc/sdf_kernel.cpp'], include_dirs=[pybind11.get_include()], language='c++',
+        # no FMA contraction: the exact 2D predicates rely on a*b - c*d being rounded the same way both ways round
+        extra_compile_args=['-std=c++17', '-O3', '-fvisibility=hidden', '-ffp-contract=off'], optional=True)]
+
+def _has_openmp(compiler) -> bool:
+    "Whether `compiler` compiles and links an OpenMP program with -fopenmp."
+    if os.environ.get('MEDVOX_NO_OPENMP', '') not in ('', '0'): return False
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d)/'omp_check.cpp'
+        src.write_text('#include <omp.h>\nint main() { int n = 0;\n#pragma omp parallel reduction(+:n)\nn += 1;\nreturn n > 0 ? 0 : 1; }\n')
+        try:
+            objs = compiler.compile([str(src)], output_dir=d, extra_postargs=['-fopenmp'])
+            compiler.link_executable(objs, 'omp_check', output_dir=d, extra_postargs=['-fopenmp'])
+            return True
+        except Exception: return False
+
 class BuildExt(build_ext):
     "Native modules never fail the install: a failed optional module is reported by `medvox doctor`."
     def build_extension(self, ext):
+        if ext.name == 'medvox_nb._sdf':
+            if _has_openmp(self.compiler):
+                ext.extra_compile_args = [*ext.extra_compile_args, '-fopenmp']
+                ext.extra_link_args = [*ext.extra_link_args, '-fopenmp']
+            else: print('medvox_nb: no OpenMP (or MEDVOX_NO_OPENMP=1); medvox_nb._sdf is built single-threaded', file=sys.stderr)
         try: super().build_extension(ext)
         except Exception as e: print(f'medvox_nb: could not build {ext.name}: {e}', file=sys.stderr)
 
@@ -55,6 +89,6 @@ setuptools.setup(
     classifiers=['Programming Language :: Python :: 3', 'Intended Audience :: Science/Research', 'License :: OSI Approved :: Apache Software License'], keywords=cfg['keywords'].split(),
     python_requires=f">={cfg['min_python']}", packages=setuptools.find_packages(include=['medvox_nb', 'medvox_nb.*']),
     include_package_data=True, install_requires=req('requirements'),
-    extras_require={'dev': req('dev_requirements')}, ext_modules=_openvdb_ext(), cmdclass={'build_ext': BuildExt},
+    extras_require={'dev': req('dev_requirements')}, ext_modules=_openvdb_ext() + _sdf_ext(), cmdclass={'build_ext': BuildExt},
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(), 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False)

@@ -383,6 +383,7 @@ STAGES: dict[str, tuple[str, str]] = {
     'neuralvdb':  ('medvox_nb.neuralvdb', "Plenoxel grids as OpenVDB files (the seed's neuralvdb_example): demo grid, load, stats, levels of detail, optimize"),
     'plenoxels':  ('medvox_nb.plenoxel_trainer', 'train Plenoxel radiance fields on NeRF Blender scenes and render them'),
     'ct':         ('medvox_nb.ct.preprocess', 'CT preprocessing: HU windows, organ masks, padding, metadata'),
+    'sdf':        ('medvox_nb.sdf.compute', 'multi-resolution sparse signed distance fields from masks or meshes'),
 }
 SECTION_MODULES = ('medvox_nb.ldm.regions', 'medvox_nb.plenoxels')  # modules that register config sections but no command of their own
 COMMANDS: dict[str, tuple[str, typing.Callable]] = {}

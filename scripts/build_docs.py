@@ -22,7 +22,7 @@ Writes <out>/.medvox_build.json (input digest, pages, seconds); tests/test_docs_
 decide whether the site is fresh. Exit status: 0 ok, 1 sphinx failed (a warning, a broken notebook).
 """
 from __future__ import annotations
-import argparse, hashlib, importlib, importlib.util, json, os, pkgutil, re, shutil, subprocess, sys, time
+import argparse, inspect, hashlib, importlib, importlib.util, json, os, pkgutil, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,8 @@ def module_names(mod: str) -> list[str]:
     names = getattr(m, '__all__', None)
     if names is None:
         names = [n for n, v in vars(m).items() if not n.startswith('_') and callable(v) and getattr(v, '__module__', None) == mod]
-    return [n for n in names if callable(getattr(m, n, None))]
+    # functions and classes (a typing alias such as Literal[...] is callable but neither)
+    return [n for n in names if inspect.isclass(getattr(m, n, None)) or inspect.isroutine(getattr(m, n, None))]
 
 def summary(doc: str | None) -> str:
     "First sentence of a (markdown) docstring, on one line, safe inside a markdown table cell."
