@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite (the README's `make test`): package == notebooks, nbdev_test (inline notebook
-# tests), the documentation site build, then pytest (CLI, integration, reliability, docs in Chromium).
+# The whole test suite (the README's `make test`): package == notebooks; every notebook executed, every
+# cell (the inline tests nbdev_test runs, and the cells it skips), once, by the documentation site
+# build, which fails naming the notebook and the cell; then pytest (CLI, integration, reliability,
+# docs in Chromium). One notebook alone: `.venv/bin/nbdev_test --path nbs/XX.ipynb`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -15,13 +17,10 @@ if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain -- 
   echo "medvox_nb/ differs from nbs/: edit the notebook, run nbdev_export and commit both"; exit 1
 fi
 
-step "nbdev_test (inline tests of every notebook)"
-$BIN/nbdev_test --n_workers 2 --timing
-
-step "docs site (Sphinx + myst-nb, notebooks executed)"
+step "docs site: every notebook executed (its inline tests included), then Sphinx + myst-nb"
 $BIN/python scripts/build_docs.py --out docs/_build/html
 export MEDVOX_DOCS_DIR=$PWD/docs/_build/html
 
 step "pytest"
-$BIN/python -m pytest tests -q -ra -p no:cacheprovider
+$BIN/python -m pytest tests -q -ra -p no:cacheprovider --durations=15
 echo "all tests done in $((SECONDS - t0)) s"
