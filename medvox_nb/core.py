@@ -384,6 +384,7 @@ STAGES: dict[str, tuple[str, str]] = {
     'plenoxels':  ('medvox_nb.plenoxel_trainer', 'train Plenoxel radiance fields on NeRF Blender scenes and render them'),
     'ct':         ('medvox_nb.ct.preprocess', 'CT preprocessing: HU windows, organ masks, padding, metadata'),
     'sdf':        ('medvox_nb.sdf.compute', 'multi-resolution sparse signed distance fields from masks or meshes'),
+    'ldm':        ('medvox_nb.ldm.pipeline', '3D latent diffusion: train the autoencoder and the diffusion model, generate, evaluate'),
 }
 SECTION_MODULES = ('medvox_nb.ldm.regions', 'medvox_nb.plenoxels')  # modules that register config sections but no command of their own
 COMMANDS: dict[str, tuple[str, typing.Callable]] = {}
