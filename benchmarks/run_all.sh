@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark behind BENCHMARKS.md, with the commands recorded there (about 25 minutes on 2 cores;
+# Every benchmark behind BENCHMARKS.md, with the commands recorded there (about 70 minutes on 2 cores;
 # the Plenoxels run alone takes 10). Run on an otherwise idle machine: ratios hold, absolute times drift.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +11,5 @@ echo "== plenoxels"; $PY benchmarks/bench_plenoxels.py --time-limit 600 --max-st
 echo "== ct";        $PY benchmarks/bench_ct.py --repeats 3
 echo "== cli";       $PY benchmarks/bench_cli.py --repeats 5
 echo "== train";     OMP_NUM_THREADS=1 $PY benchmarks/bench_train.py --steps 100 --repeats 7 --batch 8 --threads 1 --models mlp conv3d_16
+echo "== sdf";       OMP_NUM_THREADS=2 $PY benchmarks/bench_sdf.py
+echo "== ldm";       $PY benchmarks/bench_ldm.py all --budget-s 1200
