@@ -89,6 +89,6 @@ setuptools.setup(
     classifiers=['Programming Language :: Python :: 3', 'Intended Audience :: Science/Research', 'License :: OSI Approved :: Apache Software License'], keywords=cfg['keywords'].split(),
     python_requires=f">={cfg['min_python']}", packages=setuptools.find_packages(include=['medvox_nb', 'medvox_nb.*']),
     include_package_data=True, install_requires=req('requirements'),
-    extras_require={'dev': req('dev_requirements')}, ext_modules=_openvdb_ext() + _sdf_ext(), cmdclass={'build_ext': BuildExt},
+    extras_require={'dev': req('dev_requirements'), 'sparse': req('sparse_requirements')}, ext_modules=_openvdb_ext() + _sdf_ext(), cmdclass={'build_ext': BuildExt},
     entry_points={'console_scripts': cfg.get('console_scripts', '').split(), 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False)

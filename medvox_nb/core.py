@@ -384,6 +384,7 @@ STAGES: dict[str, tuple[str, str]] = {
     'plenoxels':  ('medvox_nb.plenoxel_trainer', 'train Plenoxel radiance fields on NeRF Blender scenes and render them'),
     'ct':         ('medvox_nb.ct.preprocess', 'CT preprocessing: HU windows, organ masks, padding, metadata'),
     'sdf':        ('medvox_nb.sdf.compute', 'multi-resolution sparse signed distance fields from masks or meshes'),
+    'train-vqvae': ('medvox_nb.vqvae.train', 'train the sparse SDF VQ-VAE (stage 1: codebook, 2: joint, 3: decoder)'),
     'ldm':        ('medvox_nb.ldm.pipeline', '3D latent diffusion: train the autoencoder and the diffusion model, generate, evaluate'),
 }
 SECTION_MODULES = ('medvox_nb.ldm.regions', 'medvox_nb.plenoxels')  # modules that register config sections but no command of their own
@@ -483,7 +484,7 @@ OPTIONAL_PARTS = [
      'a C++ compiler with OpenMP, then make setup'),
     ('hdf5plugin', 'blosc and zstd compression of prerendered stores', 'pip install hdf5plugin'),
     ('monai', 'the latent diffusion stages (AutoencoderKL, DDPM)', 'pip install monai einops'),
-    ('spconv', 'the sparse-convolution VQ-VAE', 'pip install spconv'),
+    ('spconv', 'spconv sparse convolutions in the VQ-VAE (it falls back to pure torch, slower)', "pip install -e '.[sparse]' (CPU), or spconv-cu1xx on a GPU"),
     ('pydicom', 'DICOM series in medvox ct preprocess', 'pip install pydicom'),
     ('skimage', 'marching cubes: meshes from masks and SDFs', 'pip install scikit-image'),
     ('trimesh', 'mesh inputs (.obj/.ply/.stl/.off) for medvox sdf', 'pip install trimesh'),

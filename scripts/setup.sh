@@ -45,7 +45,7 @@ fi
 "$VENV/bin/python" -c "import torch" 2>/dev/null || $PIP install "$TORCH"
 # 4. build tools, then the package (editable, dev extras, native modules from csrc/)
 $PIP install "setuptools>=68" wheel "pybind11>=2.10"
-$PIP install --no-build-isolation -e ".[dev]"
+$PIP install --no-build-isolation -e ".[dev,sparse]"
 # nbdev 2.4.14 breaks with fastcore 2.x; fastcore 1.12.3 is the lowest its metadata accepts and works
 $PIP uninstall -y fastspec fasttransport >/dev/null 2>&1 || true
 # 5. Jupyter kernel
