@@ -207,6 +207,8 @@ def add_section_args(p, cls, only=None, exclude=(), group: str|None=None):
     for f in fields(cls):
         if (only is not None and f.name not in only) or f.name in exclude or f.name.startswith('_'): continue
         spec = _flag_spec(hints[f.name]); spec.pop('_scalar_ok', None)
+        if f.name.startswith('no_') and spec.get('action') is argparse.BooleanOptionalAction:
+            spec = dict(action='store_const', const=True)   # --no_skip: a negative switch, no --no-no-skip
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         help = f.metadata.get('help', '')
         if spec.get('action') is not argparse.BooleanOptionalAction: help = f'{help} (default: {default})' if help else f'default: {default}'
