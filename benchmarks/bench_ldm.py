@@ -4,6 +4,7 @@
     python benchmarks/bench_ldm.py ddim             # DDIM 50 steps vs DDPM 1000 steps, same model (bar: >= 10x)
     python benchmarks/bench_ldm.py cpu32 [--budget-s 1200]   # the CPU run at 32³: data, both stages, evaluation (bar: 20 min)
     python benchmarks/bench_ldm.py size64           # the same config at 64³: step time and peak memory per stage
+    python benchmarks/bench_ldm.py clamp RUN_DIR    # a cpu32 run's autoencoder checkpoints scored with and without the clamp at 0
 
 Each part prints its figures and a JSON line (`RESULT {...}`); `--out DIR` keeps the run folders.
 """
@@ -125,7 +126,7 @@ def real_reconstruction(ae_ckpt: Path, voxel_size=32, region_size=(6400., 6400.,
     from medvox_nb.voxelize import Voxelizer
     from medvox_nb.ldm import regions as R
     from medvox_nb.ldm.diffusion import read_stage_checkpoint, autoencoder_from_bundle
-    from medvox_nb.ldm.autoencoder import reconstruction_metrics
+    from medvox_nb.ldm.autoencoder import reconstruction_metrics, to_data_range
     if not SHARED.exists(): return []
     b = read_stage_checkpoint(ae_ckpt, 'autoencoder', 'autoencoder', 'autoencoder', '')
     ae, scale = autoencoder_from_bundle(b), float(b['misc']['extra']['intensity_scale'])
@@ -136,7 +137,7 @@ def real_reconstruction(ae_ckpt: Path, voxel_size=32, region_size=(6400., 6400.,
         regs, _ = R.sample_regions(pts, R.RegionsConfig(region_size=region_size, num_regions=regions, min_points=500, target_points=2048), name=f.name)
         if not regs: continue
         x = vz([r.points for r in regs]).voxels[:, None].float() / scale
-        with torch.no_grad(): m = reconstruction_metrics(x, ae.reconstruct(x).float())
+        with torch.no_grad(): m = reconstruction_metrics(x, to_data_range(ae.reconstruct(x).float()))
         z = reconstruction_metrics(x, torch.zeros_like(x))
         rows.append(dict(acquisition=f.stem, n=len(regs), psnr=float(m['psnr'].mean()), ssim=float(m['ssim'].mean()),
                          mass_error=float(m['mass_error'].mean()), zero_ssim=float(z['ssim'].mean())))
@@ -174,9 +175,34 @@ def bench_size64(out: Path, steps: int=3) -> dict:
         print(f"{stage} at 64³: {res[stage]['step_s']:.2f} s per step (batch {res[stage]['batch_size']}), peak RSS {res[stage]['peak_rss_mb']:.0f} MB", flush=True)
     return dict(part='size64', **res, load=load())
 
+def bench_clamp(run: Path) -> dict:
+    "The autoencoder checkpoints of a cpu32 run folder (`--out DIR` gives `DIR/run_<budget>`) on its held-out validation volumes, raw and clamped at 0."
+    import numpy as np, torch
+    from medvox_nb.ldm.diffusion import read_stage_checkpoint, autoencoder_from_bundle
+    from medvox_nb.ldm.autoencoder import reconstruction_metrics, to_data_range, iterate_volumes, LDMDataConfig, make_datasets, build_section
+    cfg = yaml.safe_load((run/'ldm_config.yaml').read_text())
+    sets, res = make_datasets(build_section(LDMDataConfig, cfg['data'], 'data')), {}
+    for name in ('best_model.pt', 'latest_checkpoint.pt'):
+        b = read_stage_checkpoint(run/'outputs'/'autoencoder'/name, 'autoencoder', 'autoencoder', 'autoencoder', '')
+        ae = autoencoder_from_bundle(b); sets.val.scale = float(b['misc']['extra']['intensity_scale'])
+        raw, cl, neg = [], [], []
+        with torch.no_grad():
+            for x in iterate_volumes(sets.val, 8):
+                r = ae.reconstruct(x).float()
+                raw.append(reconstruction_metrics(x, r)); cl.append(reconstruction_metrics(x, to_data_range(r)))
+                neg.append((r.clamp_max(0).abs().flatten(1).sum(1) / r.abs().flatten(1).sum(1).clamp_min(1e-12)).numpy())
+        f = lambda ps, k: float(np.concatenate([q[k] for q in ps]).mean())
+        res[name] = dict(step=b['misc'].get('step'), negative_share=float(np.concatenate(neg).mean()),
+                         raw=dict(ssim=f(raw, 'ssim'), psnr=f(raw, 'psnr'), mass_error=f(raw, 'mass_error')),
+                         clamped=dict(ssim=f(cl, 'ssim'), psnr=f(cl, 'psnr'), mass_error=f(cl, 'mass_error')))
+        d = res[name]
+        print(f"{name} (step {d['step']}): negative share of |mass| {d['negative_share']:.3f}; raw SSIM {d['raw']['ssim']:.4f} PSNR {d['raw']['psnr']:.2f} dB "
+              f"mass error {d['raw']['mass_error']:.3f} | clamped SSIM {d['clamped']['ssim']:.4f} PSNR {d['clamped']['psnr']:.2f} dB mass error {d['clamped']['mass_error']:.3f}", flush=True)
+    return dict(part='clamp', run=str(run), **res)
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('part', choices=['chain', 'ddim', 'cpu32', 'size64', 'all', '_probe'])
+    p.add_argument('part', choices=['chain', 'ddim', 'cpu32', 'size64', 'clamp', 'all', '_probe'])
     p.add_argument('args', nargs='*')
     p.add_argument('--out', default=None, help='keep the run folders here (default: a temporary folder)')
     p.add_argument('--budget-s', type=float, default=1200.)
@@ -186,6 +212,7 @@ if __name__ == '__main__':
     ENV['OMP_NUM_THREADS'] = str(a.threads)
     if a.part != '_probe': os.environ['OMP_NUM_THREADS'] = str(a.threads)
     if a.part == '_probe': _step_probe(a.args[0], a.args[1], int(a.args[2])); sys.exit(0)
+    if a.part == 'clamp': print('RESULT ' + json.dumps(bench_clamp(Path(a.args[0])), default=str), flush=True); sys.exit(0)
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix='bench_ldm_'))
     print(f'load average {load():.2f} on {os.cpu_count()} cores, {a.threads} torch thread(s) per process; run folders in {out}', flush=True)
     parts = ['chain', 'ddim', 'size64', 'cpu32'] if a.part == 'all' else [a.part]

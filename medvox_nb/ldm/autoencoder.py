@@ -21,8 +21,8 @@ __all__ = ['torch', 'F', 'AE_ALIASES', 'strict', 'check_keys', 'rename_alias', '
            'DeviceConfig', 'resolve_device', 'build_section', 'simulated_nifti_dataset', 'find_volumes', 'read_header',
            'spacing_of', 'check_volumes', 'resize_affine', 'resize_volume', 'VolumeDataset', 'VolumeSets',
            'make_datasets', 'intensity_scale_of', 'augment', 'step_generator', 'build_autoencoder',
-           'build_discriminator', 'build_perceptual_loss', 'kl_loss', 'reconstruction_metrics', 'stage_loop_config',
-           'AutoencoderTrainer', 'batch_volumes', 'iterate_volumes', 'mip_figure']
+           'build_discriminator', 'build_perceptual_loss', 'kl_loss', 'reconstruction_metrics', 'to_data_range',
+           'stage_loop_config', 'AutoencoderTrainer', 'batch_volumes', 'iterate_volumes', 'mip_figure']
 
 # %% ../../nbs/31_autoencoder.ipynb #a40d7b34
 def strict(cls):
@@ -463,6 +463,11 @@ def reconstruction_metrics(real, recon) -> dict:
     return dict(psnr=(10*torch.log10(1/mse.clamp_min(1e-12))).numpy(), ssim=ssim.numpy(),
                 mass_error=((m_rec - m_real).abs() / m_real.abs().clamp_min(1e-12)).numpy(), l1=(real - recon).abs().flatten(1).mean(1).numpy())
 
+# %% ../../nbs/31_autoencoder.ipynb #6b3ee0a7
+def to_data_range(x):
+    "A decoder output clamped at 0, the lower end of the data's range (voxel densities are non-negative); no upper bound."
+    return x.clamp_min(0)
+
 # %% ../../nbs/31_autoencoder.ipynb #9e5fb15c
 def stage_loop_config(output_dir, log_dir, log_interval, t, n_train: int, device: str, mixed_precision: bool, seed: int,
                       resume_from, num_workers: int=0, sample_every: int|None=None) -> TrainConfig:
@@ -580,7 +585,7 @@ def validate(self: AutoencoderTrainer) -> dict:
     with torch.no_grad():
         for x in iterate_volumes(self.sets.val, t.batch_size, limit):
             x = x.to(self.device)
-            with self.autocast(): r = ae.reconstruct(x).float()
+            with self.autocast(): r = to_data_range(ae.reconstruct(x).float())
             parts.append(reconstruction_metrics(x, r))
             if first is None: first = (x[:4].cpu(), r[:4].cpu())
     m = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -14,7 +14,7 @@ from ..core import (ConfigError, InputError, StoreError, atomic_path, atomic_wri
 from ..train import Trainer, load_torch
 from .autoencoder import (strict, build_section, check_keys, LDMDataConfig, AutoencoderConfig, DeviceConfig, LoggingConfig,
                                        AE_ALIASES, resolve_device, make_datasets, build_autoencoder, stage_loop_config, batch_volumes,
-                                       iterate_volumes, mip_figure, VolumeSets)
+                                       iterate_volumes, mip_figure, VolumeSets, to_data_range)
 torch = lazy_module('torch')
 F = lazy_module('torch.nn.functional')
 
@@ -305,7 +305,7 @@ def train(self: DiffusionTrainer) -> dict:
 
 # %% ../../nbs/32_latent_diffusion.ipynb #3b199e5d
 def sample_volumes(ae, unet, scheduler, latent_shape, scale_factor: float, n: int, seed: int=0, batch_size: int=4, device='cpu', progress_bar: bool=False):
-    "`n` generated volumes `(n, 1, X, Y, Z)` (CPU, training scale) from noise seeded by `(seed, sample number)`."
+    "`n` generated volumes `(n, 1, X, Y, Z)` (CPU, training scale, clamped at 0) from noise seeded by `(seed, sample number)`."
     from monai.inferers import LatentDiffusionInferer
     inf, out = LatentDiffusionInferer(scheduler, scale_factor=scale_factor), []
     was = unet.training; unet.eval()
@@ -315,7 +315,7 @@ def sample_volumes(ae, unet, scheduler, latent_shape, scale_factor: float, n: in
         with torch.no_grad(), rng_fork(device, int(seed)*1_000_003 + s + 7):
             out.append(inf.sample(input_noise=noise, autoencoder_model=ae, diffusion_model=unet, scheduler=scheduler, verbose=False).float().cpu())
     unet.train(was)
-    return torch.cat(out)
+    return to_data_range(torch.cat(out))
 
 # %% ../../nbs/32_latent_diffusion.ipynb #bd65b5c4
 POINTCLOUD_METHODS = ('probabilistic', 'center', 'random', 'weighted')

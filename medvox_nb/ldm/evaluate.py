@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from ..core import ConfigError, StoreError, InputError, atomic_path, atomic_write, get_logger, lazy_module, to_dict, run_info
 from .autoencoder import (build_section, AutoencoderConfig, make_datasets, resolve_device, reconstruction_metrics, build_autoencoder,
-                                       iterate_volumes, mip_figure, resize_volume)
+                                       iterate_volumes, mip_figure, resize_volume, to_data_range)
 from .diffusion import (DiffusionConfig, read_stage_checkpoint, autoencoder_from_bundle, build_unet, build_scheduler,
                                      sample_volumes, rng_fork, default_checkpoint)
 torch = lazy_module('torch')
@@ -124,15 +124,15 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     return head + ''.join('| ' + ' | '.join((f'{r[k]:{f}}' if isinstance(r.get(k), (int, float)) and f else str(r.get(k, ''))) for k, _, f in cols) + ' |\n' for r in rows)
 
 def autoencoder_report(ae, untrained, sets, device='cpu', batch_size: int=4) -> tuple[list[dict], dict]:
-    "Reconstruction metrics of the validation volumes: the trained and untrained autoencoders and an all-zero output; plus examples."
+    "Reconstruction metrics of the validation volumes: the trained and untrained autoencoders (outputs clamped at 0) and an all-zero output; plus examples."
     parts = {'trained autoencoder': [], 'untrained autoencoder': [], 'all-zero reconstruction': []}
     ex = None
     with torch.no_grad():
         for x in iterate_volumes(sets.val, batch_size):
             x = x.to(device)
-            r = ae.reconstruct(x).float()
+            r = to_data_range(ae.reconstruct(x).float())
             parts['trained autoencoder'].append(reconstruction_metrics(x, r))
-            parts['untrained autoencoder'].append(reconstruction_metrics(x, untrained.reconstruct(x).float()))
+            parts['untrained autoencoder'].append(reconstruction_metrics(x, to_data_range(untrained.reconstruct(x).float())))
             parts['all-zero reconstruction'].append(reconstruction_metrics(x, torch.zeros_like(x)))
             if ex is None: ex = (x[:4].cpu(), r[:4].cpu())
     rows = []
@@ -148,7 +148,7 @@ def interpolate(ae, a, b, steps: int=7, device='cpu'):
     with torch.no_grad():
         za, zb = ae.encode(a[None].to(device))[0], ae.encode(b[None].to(device))[0]
         w = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1, 1)
-        return ae.decode((1 - w)*za + w*zb).float().cpu()
+        return to_data_range(ae.decode((1 - w)*za + w*zb).float().cpu())
 
 def consistency(ae, x, passes: int=3, device='cpu') -> tuple[list, list[float]]:
     "Volumes `x, r1, r2, ...` (each the reconstruction of the previous) and the SSIM of each pass against the one before."
@@ -156,7 +156,7 @@ def consistency(ae, x, passes: int=3, device='cpu') -> tuple[list, list[float]]:
     with torch.no_grad():
         cur = x.to(device)
         for _ in range(passes):
-            nxt = ae.reconstruct(cur).float().clamp_min(0)
+            nxt = to_data_range(ae.reconstruct(cur).float())
             ssim.append(float(reconstruction_metrics(cur, nxt)['ssim'].mean()))
             out.append(nxt.cpu()); cur = nxt
     return out, ssim
