@@ -22,5 +22,8 @@ $BIN/python scripts/build_docs.py --out docs/_build/html
 export MEDVOX_DOCS_DIR=$PWD/docs/_build/html
 
 step "pytest"
-$BIN/python -m pytest tests -q -ra -p no:cacheprovider --durations=15
+# two workers, one test file each at a time (module fixtures are built once); one torch/OpenMP thread
+# per worker so the two do not fight over the 2 cores (tests that need more threads set them)
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $BIN/python -m pytest tests -q -ra -p no:cacheprovider --durations=15 \
+  -n "${MEDVOX_TEST_WORKERS:-2}" --dist loadfile
 echo "all tests done in $((SECONDS - t0)) s"
