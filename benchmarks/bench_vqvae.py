@@ -5,6 +5,8 @@
     quality  two stages (stage 1 then stage 2) against one stage from scratch, within the same training-time budget, both
              scored on the held-out organs (IoU, Chamfer, codebook utilisation):
              .venv/bin/python benchmarks/bench_vqvae.py quality --data outputs/vqvae_bench/data --out outputs/vqvae_bench --budget 900
+             (`--config configs/vae/sparse_sdf_vqvae_64_1k.json` for the codebook sized to the data; `--parallel --threads 1`
+             runs the two arms at the same time, one core each, so that both see the same load on a shared machine)
     speed    step time and peak memory per resolution (64, 128, 256) and sparse-convolution backend, against band voxels:
              .venv/bin/python benchmarks/bench_vqvae.py speed --out outputs/vqvae_bench/speed.json
     evaluate a run folder on a folder of sparse SDFs:
@@ -44,13 +46,33 @@ def prepare(seg, out, resolution=64, heldout=HELDOUT, min_voxels=8, threshold_fa
     return rows
 
 
-def run_cmd(args, log):
-    "Run `medvox args`, logging to `log`; returns wall and CPU seconds of the process."
-    t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(log, 'w') as f: p = subprocess.run([MEDVOX, *map(str, args)], stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, MEDVOX_PROGRESS='0'))
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+def run_cmd(args, log, env=None):
+    "Run `medvox args`, logging to `log`; returns wall and CPU seconds of that process alone (`os.wait4`, so arms may run at once)."
+    t0 = time.time()
+    with open(log, 'w') as f:
+        p = subprocess.Popen([MEDVOX, *map(str, args)], stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, MEDVOX_PROGRESS='0', **(env or {})))
+        _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode: raise SystemExit(f'medvox {" ".join(map(str, args))} failed ({p.returncode}); see {log}')
-    return dict(wall_s=time.time() - t0, cpu_s=(r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+    return dict(wall_s=time.time() - t0, cpu_s=ru.ru_utime + ru.ru_stime, loadavg_end=loadavg())
+
+
+class LoadSampler:
+    "Samples the 1-minute load average every `every` seconds in a thread (the machine is shared: the record says how busy it was)."
+    def __init__(self, every=30.0):
+        import threading
+        self.every, self.samples, self.stop = every, [], threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+    def run(self):
+        t0 = time.time()
+        while True:
+            self.samples.append((round(time.time() - t0), loadavg()[0]))
+            if self.stop.wait(self.every): break
+    def __enter__(self): self.thread.start(); return self
+    def __exit__(self, *a): self.stop.set(); self.thread.join()
+    def summary(self):
+        v = [x for _, x in self.samples]
+        return dict(mean=round(sum(v) / len(v), 2), min=min(v), max=max(v), samples=self.samples) if v else {}
 
 
 def score(run, heldout_dir, train_dir=None):
@@ -67,40 +89,61 @@ def score(run, heldout_dir, train_dir=None):
     return out
 
 
-def quality(data, out, budget=900.0, stage1_share=0.1, config='configs/vae/sparse_sdf_vqvae_64.json', seed=0, arms=('two_stage', 'single_stage')):
-    "Two-stage (stage 1 for stage1_share of the budget, then stage 2) against single-stage from scratch, same budget."
+def quality(data, out, budget=900.0, stage1_share=0.1, config='configs/vae/sparse_sdf_vqvae_64.json', seed=0, arms=('two_stage', 'single_stage'),
+            parallel=False, threads=None):
+    """Two-stage (stage 1 for stage1_share of the budget, then stage 2) against single-stage from scratch, same budget.
+    `parallel`: the arms run at the same time (each with `threads` torch threads), so both see the same load on a shared machine."""
+    from concurrent.futures import ThreadPoolExecutor
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     roots = f'{data/"train"},{data/"heldout"}'
     held = sorted(f.name.rsplit('_r', 1)[0] for f in (data/'heldout').glob('*.npz'))
     common = ['--data_dir', roots, '--seed', seed, '--config', ROOT/config, '--set', f'dataset.args.val_instances={json.dumps(held)}',
               '--set', 'trainer.args.i_val=0', '--set', 'trainer.args.max_steps=1000000']
-    rec = dict(command=' '.join(sys.argv), budget_s=budget, stage1_share=stage1_share, config=config, heldout=held, loadavg_start=loadavg())
-    if 'two_stage' in arms:
+    env = {k: str(threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')} if threads else None
+    rec = dict(command=' '.join(sys.argv), budget_s=budget, stage1_share=stage1_share, config=config, heldout=held, parallel=parallel,
+               threads=threads, cpu_count=os.cpu_count(), loadavg_start=loadavg())
+
+    def two_stage():
         s1, s2 = out/'two_stage'/'stage1', out/'two_stage'/'stage2'
         for d in (s1, s2): shutil.rmtree(d, ignore_errors=True)
         t1 = run_cmd(['train-vqvae', *common, '--output_dir', s1, '--set', 'trainer.args.training_stage=1', '--set', 'trainer.args.init_from=null',
                       '--set', 'trainer.args.loss_type=l1', '--set', 'trainer.args.learning_rate=0.001', '--set', 'trainer.args.lr_scheduler=null',
-                      '--set', f'trainer.args.time_limit_s={budget * stage1_share}'], out/'two_stage_stage1.log')
+                      '--set', f'trainer.args.time_limit_s={budget * stage1_share}'], out/'two_stage_stage1.log', env)
         used = json.loads((s1/'results.json').read_text())
         t2 = run_cmd(['train-vqvae', *common, '--output_dir', s2, '--load_dir', s1, '--set', 'trainer.args.training_stage=2',
-                      '--set', f'trainer.args.time_limit_s={budget - used["train_time_s"]}'], out/'two_stage_stage2.log')
-        rec['two_stage'] = dict(stage1=dict(t1, **{k: used[k] for k in ('step', 'train_time_s')}),
-                                stage2=dict(t2, **{k: v for k, v in json.loads((s2/'results.json').read_text()).items() if k in ('step', 'train_time_s')}),
-                                scores=score(s2, data/'heldout', data/'train'))
-    if 'single_stage' in arms:
+                      '--set', f'trainer.args.time_limit_s={budget - t1["wall_s"]}'], out/'two_stage_stage2.log', env)
+        r2 = json.loads((s2/'results.json').read_text())
+        return dict(stage1=dict(t1, **{k: used[k] for k in ('step', 'train_time_s')}), stage2=dict(t2, **{k: r2[k] for k in ('step', 'train_time_s')}),
+                    steps=used['step'] + r2['step'], wall_s=t1['wall_s'] + t2['wall_s'], cpu_s=t1['cpu_s'] + t2['cpu_s'], run=str(s2))
+
+    def single_stage():
         s = out/'single_stage'
         shutil.rmtree(s, ignore_errors=True)
         t = run_cmd(['train-vqvae', *common, '--output_dir', s, '--set', 'trainer.args.training_stage=2', '--set', 'trainer.args.init_from=scratch',
-                     '--set', f'trainer.args.time_limit_s={budget}'], out/'single_stage.log')
-        rec['single_stage'] = dict(t, **{k: v for k, v in json.loads((s/'results.json').read_text()).items() if k in ('step', 'train_time_s')},
-                                   scores=score(s, data/'heldout', data/'train'))
+                     '--set', f'trainer.args.time_limit_s={budget}'], out/'single_stage.log', env)
+        r = json.loads((s/'results.json').read_text())
+        return dict(t, **{k: r[k] for k in ('step', 'train_time_s')}, steps=r['step'], run=str(s))
+
+    fns = dict(two_stage=two_stage, single_stage=single_stage)
+    with LoadSampler() as load:
+        if parallel:
+            with ThreadPoolExecutor(len(arms)) as ex:
+                futs = {a: ex.submit(fns[a]) for a in arms}
+                for a, f in futs.items(): rec[a] = f.result()
+        else:
+            for a in arms:
+                with LoadSampler() as la: rec[a] = fns[a]()
+                rec[a]['loadavg'] = la.summary()
+    rec['loadavg_training'] = load.summary()
+    (out/'quality.json').write_text(json.dumps(rec, indent=1, default=float))                   # kept if scoring fails
+    for a in arms: rec[a]['scores'] = score(rec[a]['run'], data/'heldout', data/'train')     # scoring is not part of the budget
     rec['loadavg_end'] = loadavg()
     (out/'quality.json').write_text(json.dumps(rec, indent=1, default=float))
     for arm in arms:
-        if arm in rec:
-            print(f'\n## {arm}\n'); print(rec[arm]['scores']['heldout']['table'])
-            print(f"training organs: {rec[arm]['scores']['train']['summary']}")
+        print(f"\n## {arm}: {rec[arm]['steps']} steps, {rec[arm]['wall_s']:.0f} s wall, {rec[arm]['cpu_s']:.0f} s CPU\n"); print(rec[arm]['scores']['heldout']['table'])
+        print(f"held-out: {rec[arm]['scores']['heldout']['summary']}\ntraining organs: {rec[arm]['scores']['train']['summary']}")
+    print(f"load average during training: {rec['loadavg_training']}")
     return rec
 
 
@@ -161,12 +204,14 @@ if __name__ == '__main__':
     q.add_argument('--budget', type=float, default=900); q.add_argument('--stage1_share', type=float, default=0.1)
     q.add_argument('--config', default='configs/vae/sparse_sdf_vqvae_64.json'); q.add_argument('--seed', type=int, default=0)
     q.add_argument('--arms', nargs='+', default=['two_stage', 'single_stage'])
+    q.add_argument('--parallel', action='store_true', help='run the arms at the same time (same load for both on a shared machine)')
+    q.add_argument('--threads', type=int, default=None, help='torch threads per training process (OMP_NUM_THREADS)')
     s = sub.add_parser('speed'); s.add_argument('--out', default='outputs/vqvae_bench/speed.json')
     s.add_argument('--resolutions', type=int, nargs='+', default=[64, 128, 256]); s.add_argument('--backends', nargs='+', default=['torch', 'spconv'])
     s.add_argument('--steps', type=int, default=3); s.add_argument('--attn', default='swin'); s.add_argument('--batch', type=int, default=4)
     e = sub.add_parser('evaluate'); e.add_argument('--run', required=True); e.add_argument('--data', required=True)
     a = p.parse_args()
     if a.cmd == 'prepare': prepare(a.seg, a.out, a.resolution, a.heldout)
-    elif a.cmd == 'quality': quality(a.data, a.out, a.budget, a.stage1_share, a.config, a.seed, tuple(a.arms))
+    elif a.cmd == 'quality': quality(a.data, a.out, a.budget, a.stage1_share, a.config, a.seed, tuple(a.arms), a.parallel, a.threads)
     elif a.cmd == 'speed': speed(a.out, a.resolutions, a.backends, a.steps, a.attn, a.batch)
     else: print(score(a.run, a.data)['heldout']['table'])
