@@ -36,7 +36,10 @@ fi
 PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
 
 kernel_ok() { grep -qs "$PWD/$VENV/bin/python" "$HOME/.local/share/jupyter/kernels/medvox_nb/kernel.json"; }
-if [ -f .setup-stamp ] && [ "$(cat .setup-stamp)" = "$(stamp_now)" ] && "$VENV/bin/python" -c "import medvox_nb, torch" 2>/dev/null; then
+# the native modules the last build made (.setup-native) must still be there (e.g. after `git clean -fdx`)
+NATIVE_CHECK='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in open(".setup-native").read().split()))'
+native_ok() { [ -f .setup-native ] && "$VENV/bin/python" -c "$NATIVE_CHECK" 2>/dev/null; }
+if [ -f .setup-stamp ] && [ "$(cat .setup-stamp)" = "$(stamp_now)" ] && native_ok && "$VENV/bin/python" -c "import medvox_nb, torch" 2>/dev/null; then
   kernel_ok || "$VENV/bin/python" -m ipykernel install --user --name medvox_nb --display-name "Python (medvox_nb)" >/dev/null
   echo "setup: up to date ($VENV)"; exit 0
 fi
@@ -51,5 +54,6 @@ $PIP uninstall -y fastspec fasttransport >/dev/null 2>&1 || true
 # 5. Jupyter kernel
 "$VENV/bin/python" -m ipykernel install --user --name medvox_nb --display-name "Python (medvox_nb)" >/dev/null
 stamp_now > .setup-stamp
+"$VENV/bin/python" -c 'import importlib.util as u; print(*[m for m in ("medvox_nb._openvdb", "medvox_nb._sdf") if u.find_spec(m)])' > .setup-native
 "$VENV/bin/medvox" doctor || true
 echo "setup: done"
