@@ -21,8 +21,7 @@ __all__ = ['BACKENDS', 'ATTN_MODES', 'PE_MODES', 'Direct3DS2_VQVAE', 'load_spcon
            'SparseSubdivideBlock3d', 'window_groups', 'SparseMultiHeadAttention', 'SparseTransformerBlock',
            'position_embedding', 'io_res_blocks', 'SparseSDFEncoder', 'SparseSDFDecoder', 'SparseSDFVQVAE', 'toy_shape',
            'collate_sparse_sdf', 'as_sparse_tensor', 'band_targets', 'sample_dict', 'sparse2mesh', 'dense_occupancy',
-           'occupancy_iou', 'near_surface_distance', 'chamfer_distance', 'reconstruction_metrics', 'load_pretrained',
-           'format_load_report']
+           'occupancy_iou', 'reconstruction_metrics', 'load_pretrained', 'format_load_report']
 
 # %% ../../nbs/24_sparse_vqvae.ipynb #35f07198
 _SPCONV = None
@@ -659,39 +658,16 @@ def occupancy_iou(gt: dict, rec: dict) -> float:
     a, b = _occupancies(gt, rec)
     return float((a & b).sum() / max((a | b).sum(), 1))
 
-def near_surface_distance(points, v, f, k: int=16) -> np.ndarray:
-    """Distance (N,) from `points` (N, 3) to the mesh (v, f), taken over the `k` triangles with the nearest centroids:
-    exact where the point lies within a few triangles of the mesh, an upper bound (never below the true distance) farther away."""
-    from scipy.spatial import cKDTree
-    from medvox_nb.sdf.compute import _closest_distance
-    P, V, F = np.asarray(points, np.float64), np.asarray(v, np.float64), np.asarray(f, np.int64)
-    T = V[F]
-    k = min(k, len(F))
-    _, near = cKDTree(T.mean(1)).query(P, k=k)
-    near = near.reshape(len(P), k)
-    out = np.empty(len(P))
-    for s in range(0, len(P), 4096):
-        t = T[near[s:s + 4096]]
-        out[s:s + 4096] = _closest_distance(P[s:s + 4096, None], t[:, :, 0], t[:, :, 1], t[:, :, 2]).min(1)
-    return out
-
-def chamfer_distance(v1, f1, v2, f2, n: int=20000, seed: int=0) -> dict:
-    """Symmetric surface distance of two meshes from `n` area-uniform points on each: `chamfer` (mean of the two directions'
-    means), `hausdorff` (sampled), `mean_12`, `mean_21`. Exact for surfaces close to each other (the case the bars are
-    about), an upper bound for far ones: it never flatters a reconstruction, and a bad one costs no more than a good one."""
-    from medvox_nb.sdf.compute import sample_surface
-    d12 = near_surface_distance(sample_surface(v1, f1, n, seed), v2, f2)
-    d21 = near_surface_distance(sample_surface(v2, f2, n, seed + 1), v1, f1)
-    return dict(chamfer=(d12.mean() + d21.mean()) / 2, hausdorff=max(d12.max(), d21.max()), mean_12=d12.mean(), mean_21=d21.mean())
-
 def reconstruction_metrics(gt: dict, rec: dict, chamfer_points: int=20000, seed: int=0) -> dict:
     "Occupancy IoU and Chamfer distance (voxels; also the two directions and the sampled Hausdorff) of `rec` against `gt`."
-    chamfer = chamfer_distance
+    from medvox_nb.sdf.compute import chamfer
     a, b = _occupancies(gt, rec)
     out = dict(iou=float((a & b).sum() / max((a | b).sum(), 1)), gt_voxels=int(a.sum()), rec_voxels=int(b.sum()))
     try:
         v1, f1 = sparse2mesh(gt); v2, f2 = sparse2mesh(rec)
-        out.update({k: float(v) for k, v in chamfer(v1, f1, v2, f2, chamfer_points, seed).items()})
+        # 16 nearest triangles, no exact second pass: exact for close surfaces, an upper bound for far ones, so a bad
+        # reconstruction early in training costs no more than a good one and is never flattered
+        out.update({k: float(v) for k, v in chamfer(v1, f1, v2, f2, chamfer_points, seed, k=16, exact=False).items()})
     except InputError:      # an empty reconstruction has no surface
         out.update(chamfer=float('inf'), hausdorff=float('inf'), mean_12=float('inf'), mean_21=float('inf'))
     return out
